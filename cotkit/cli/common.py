@@ -1,0 +1,35 @@
+"""Helpers shared by commands: building tasks from CLI strings, parsing KEY=VALUE options."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from cotkit.contracts import Task
+from cotkit.errors import ConfigError
+
+TASK_OPTION = typer.Option(
+    None, "--task-option", "-O", help="A task option KEY=VALUE (repeatable), e.g. -O level=5 -O subject=algebra."
+)
+
+
+def parse_key_values(items: Optional[list[str]], flag: str) -> dict[str, Any]:
+    """Turn ['a=1', 'b=x'] into {'a': '1', 'b': 'x'}; a malformed item names the flag."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def make_task(spec: str, task_options: Optional[list[str]] = None, **kwargs: Any) -> Task:
+    """A task from `name[:subset]` and `--task-option` strings, with the global data directory."""
+    from cotkit.cli.state import options
+    from cotkit.data import resolve_data_dir
+    from cotkit.plugins import host
+
+    opts = parse_key_values(task_options, "--task-option")
+    return host().task(spec, data_dir=resolve_data_dir(options.data_dir), **opts, **kwargs)

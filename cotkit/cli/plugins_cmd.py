@@ -1,0 +1,35 @@
+"""`cotkit plugins`: every registered task, verifier, step scorer, backend and method."""
+
+from __future__ import annotations
+
+import typer
+
+
+def plugins(json_output: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
+    """List registered plugins with their provider, version and description."""
+    from cotkit import plugins as plugin_host
+    from cotkit.console import out, print_json
+
+    entries = plugin_host.host().all_entries()
+    if json_output:
+        print_json([e.to_dict() for e in entries])
+        return
+    from rich.table import Table
+
+    from cotkit.plugins import KIND_LABELS
+
+    table = Table(title="cotkit plugins", show_lines=False)
+    for col in ("kind", "name", "provider", "version", "description"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        name = e.name
+        subsets = getattr(e.cls, "subsets", ())
+        if subsets:
+            name += f" [dim](:{len(subsets)} subsets)[/dim]"
+        table.add_row(KIND_LABELS[e.kind], name, e.provider.name, e.provider.version, e.cls.summary())
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command."""
+    app.command("plugins")(plugins)

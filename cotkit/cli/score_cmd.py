@@ -1,0 +1,49 @@
+"""`cotkit score`: re-score saved completions from any tool with a cotkit verifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cotkit.cli.common import TASK_OPTION
+
+
+def score(
+    task: str = typer.Option(..., "--task", "-t", help="Task name, e.g. gsm8k, bbh:date_understanding, math500."),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL: the task's raw fields plus `completion`."),
+    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier (default: the task's)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write input rows plus verdicts here."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    task_option: Optional[list[str]] = TASK_OPTION,
+) -> None:
+    """Score completions: a verdict per row and a summary (n, accuracy, unparseable, errors)."""
+    from cotkit.cli.common import make_task
+    from cotkit.console import out, print_json
+    from cotkit.harness.score import score_file
+
+    task_obj = make_task(task, task_option)
+    summary = score_file(task_obj, input, verifier, output)
+    if json_output:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"cotkit score: {task_obj.full_name} with {summary['verifier']}")
+    for col in ("n", "accuracy", "unparseable", "errors"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(summary["n"]),
+        f"{summary['accuracy']:.2%}",
+        f"{summary['unparseable']:.2%} ({summary['unparseable_count']})",
+        str(summary["errors"]),
+    )
+    out.print(table)
+    if output:
+        out.print(f"wrote {summary['n']} rows to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command."""
+    app.command("score")(score)

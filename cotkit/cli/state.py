@@ -1,0 +1,18 @@
+"""Options given before the command (`cotkit --data-dir DIR --plugin p.py score ...`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class GlobalOptions:
+    """Global CLI options shared by every command."""
+
+    debug: bool = False
+    data_dir: Path | None = None
+    plugin_files: list[str] = field(default_factory=list)
+
+
+options = GlobalOptions()

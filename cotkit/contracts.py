@@ -1,0 +1,277 @@
+"""Base classes every plugin extends: Task, Verifier, StepScorer, Backend, Method.
+
+A plugin registers the class (not an instance), so nothing heavy is built at import time. The
+class attributes `name` and `description` are what `cotkit plugins` lists; `description`
+defaults to the first line of the class docstring.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cotkit.errors import ConfigError, DataError, UnknownNameError
+from cotkit.types import Example, Prompt, Sample, Verdict
+
+PROMPT_STYLES = ("fewshot", "zeroshot", "chat")
+
+
+class Plugin:
+    """Common class attributes of everything a plugin registers."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def summary(cls) -> str:
+        """One-line description: `description`, else the docstring's first line."""
+        if cls.description:
+            return cls.description
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+# --------------------------------------------------------------------------------------- tasks
+
+
+class Task(Plugin):
+    """A benchmark: loads examples from the hub or a local data directory and builds prompts.
+
+    Subclasses set `splits`, `train_split` and `heldout_split`, and implement `rows`,
+    `example_from_row` and `prompt`. A task with named subsets (BBH's 27, ARC's two) lists them
+    in `subsets` and is addressed as `name:subset`.
+    """
+
+    #: Splits this task can load (publisher splits, or carved ones the task documents).
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    #: The split methods train on, and the one disjoint from it that reports final accuracy.
+    train_split: ClassVar[str] = "train"
+    heldout_split: ClassVar[str] = "test"
+    subsets: ClassVar[tuple[str, ...]] = ()
+    #: True when the bare name (no subset) means "all subsets" (a group, like `bbh`).
+    group: ClassVar[bool] = False
+    default_subset: ClassVar[str | None] = None
+    default_verifier: ClassVar[str] = "exact_match"
+    #: Options accepted through `--task-option KEY=VALUE`, with help text.
+    options: ClassVar[dict[str, str]] = {}
+    #: Fields an input row must have in the publisher's format (checked by `cotkit score`).
+    row_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        subset: str | None = None,
+        data_dir: str | Path | None = None,
+        split_seed: int = 1234,
+        dev_size: int | None = None,
+        **options: Any,
+    ):
+        if subset is not None and subset not in self.subsets:
+            raise UnknownNameError(f"{self.name} subset", subset, self.subsets)
+        if subset is None and self.subsets and not self.group:
+            subset = self.default_subset
+        unknown = set(options) - set(self.options)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise UnknownNameError(f"option of task {self.name}", key, self.options)
+        self.subset = subset
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
+        self.split_seed = split_seed
+        self.dev_size = dev_size
+        self.task_options = dict(options)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def full_name(self) -> str:
+        """`name` or `name:subset`, the string that addresses this task."""
+        return f"{self.name}:{self.subset}" if self.subset else self.name
+
+    def member_subsets(self) -> list[str | None]:
+        """The subsets a group task covers, or `[self.subset]`."""
+        if self.group and self.subset is None:
+            return list(self.subsets)
+        return [self.subset]
+
+    # -- data --------------------------------------------------------------------------------
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """The publisher's rows for one publisher split, unchanged."""
+        raise NotImplementedError
+
+    def example_from_row(self, row: dict[str, Any], index: int) -> Example:
+        """Turn one publisher row into an Example; raise DataError naming the missing field."""
+        raise NotImplementedError
+
+    def examples(self, split: str, limit: int | None = None) -> list[Example]:
+        """Examples of a split: a task split, or `dev` / `fit` carved from the training split.
+
+        `dev` is a deterministic held-out slice of `train_split` (seeded by `split_seed`) for
+        methods that evaluate while they train; `fit` is the rest of `train_split`.
+        """
+        if split in ("dev", "fit"):
+            train = self.examples(self.train_split)
+            dev, fit = carve(train, self.dev_size or default_dev_size(len(train)), self.split_seed)
+            out = dev if split == "dev" else fit
+        elif split in self.splits:
+            out = [self.example_from_row(row, i) for i, row in enumerate(self.rows(split))]
+        else:
+            raise UnknownNameError(f"split of task {self.full_name}", split, (*self.splits, "dev", "fit"))
+        return out[:limit] if limit is not None else out
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def prompt(self, example: Example, style: str = "fewshot", hint: bool = False) -> Prompt:
+        """The model input for `example` in a prompt style; `hint` gives the gold answer (rationalization)."""
+        raise NotImplementedError
+
+    def stop_sequences(self, style: str = "fewshot") -> list[str]:
+        """Where a completion in this style ends (the start of a next question)."""
+        return ["\n\nQ:", "\nQ:", "\n\nQuestion:"] if style != "chat" else []
+
+    def answer_sentence(self, example: Example) -> str:
+        """How a rationale in this task states its final answer (used for training targets)."""
+        return f"The answer is {example.answer}."
+
+    # -- lm-eval -----------------------------------------------------------------------------
+
+    def lm_eval_config(self) -> dict[str, Any] | None:
+        """An lm-eval task definition for this task, or None if it has none."""
+        return None
+
+
+def default_dev_size(n_train: int) -> int:
+    """The dev slice carved from a training split of n rows: 10%, between 1 and 500."""
+    return max(1, min(500, n_train // 10)) if n_train > 1 else 0
+
+
+def carve(items: Sequence[Any], size: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """Split items into (a seeded random `size` of them, the rest), each in original order."""
+    if size > len(items):
+        raise ConfigError(f"cannot carve {size} examples from a split of {len(items)}")
+    picked = set(random.Random(seed).sample(range(len(items)), size))
+    chosen = [x for i, x in enumerate(items) if i in picked]
+    rest = [x for i, x in enumerate(items) if i not in picked]
+    return chosen, rest
+
+
+# ----------------------------------------------------------------------------------- verifiers
+
+
+class Verifier(Plugin):
+    """Turns completions into verdicts. Batch-shaped: a list of samples in, a list of verdicts out."""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def verify(self, samples: list[Sample]) -> list[Verdict]:
+        """One verdict per sample, in order; never raises for a bad sample (verdict `error`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers or other resources."""
+
+
+class StepScorer(Plugin):
+    """Splits a completion into steps and scores each (higher is better)."""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def split(self, completion: str, example: Example | None = None) -> list[str]:
+        """The steps of a completion, in order, joining back to the completion."""
+        lines = completion.splitlines(keepends=True)
+        return [s for s in lines if s.strip()] or ([completion] if completion else [])
+
+    def score_steps(self, example: Example, steps: list[str]) -> list[float]:
+        """A score per step given the steps before it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers or models."""
+
+
+# ------------------------------------------------------------------------------------ backends
+
+
+@dataclass
+class Generation:
+    """One sampled continuation."""
+
+    text: str
+    n_tokens: int = 0
+    #: "stop" (a stop string or end-of-sequence), or "length" (max_new_tokens reached).
+    finish_reason: str = "stop"
+
+
+@dataclass
+class SamplingParams:
+    """How to sample: the same fields for every backend."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: list[str] | None = None
+    seed: int = 0
+
+
+class Backend(Plugin):
+    """Generates completions from a model; one interface for transformers, vLLM and others."""
+
+    def __init__(self, model: str, **options: Any):
+        self.model_name = model
+        self.options = options
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams, progress: bool = True) -> list[list[Generation]]:
+        """`params.n` generations for each prompt, in prompt order."""
+        raise NotImplementedError
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context."""
+        raise NotImplementedError(f"backend {self.name} cannot score log-likelihoods")
+
+    def close(self) -> None:
+        """Free the model's memory (called before a method fine-tunes)."""
+
+
+# ------------------------------------------------------------------------------------- methods
+
+
+class Method(Plugin):
+    """A training method: a `Config` dataclass of options and a `run(ctx)` outer loop."""
+
+    Config: ClassVar[type] = object
+    #: The paper the method follows, shown by `cotkit show`.
+    paper: ClassVar[str] = ""
+
+    def run(self, ctx: Any) -> Any:
+        """Run the whole method inside a run context (resumable phases)."""
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Plugin]] = {
+    "task": Task,
+    "verifier": Verifier,
+    "step_scorer": StepScorer,
+    "backend": Backend,
+    "method": Method,
+}
+
+
+def check_styles(style: str, allowed: Iterable[str] = PROMPT_STYLES) -> str:
+    """Validate a prompt style name."""
+    if style not in allowed:
+        raise UnknownNameError("prompt style", style, allowed)
+    return style
+
+
+def require_fields(row: dict[str, Any], fields: Iterable[str], where: str) -> None:
+    """Raise DataError naming the first missing field of a row."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for f in fields:
+        if f not in row:
+            raise DataError(f"{where}: missing field {f!r}")

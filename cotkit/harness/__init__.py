@@ -1,0 +1,1 @@
+"""Shared steps every method and command calls: sample, verify, train, evaluate."""

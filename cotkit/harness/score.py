@@ -1,0 +1,73 @@
+"""Score a JSONL file of completions: malformed rows become `error` verdicts, never a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cotkit.contracts import Task
+from cotkit.errors import CotkitError, DataError
+from cotkit.harness.verify import make_verifier, summarize, verify_samples
+from cotkit.jsonl import atomic_write_jsonl
+from cotkit.types import Sample, Status, Verdict
+
+
+def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list[Sample | Verdict]]:
+    """For each line, its row and either a Sample to verify or an `error` Verdict saying what is wrong."""
+    rows: list[dict[str, Any]] = []
+    items: list[Sample | Verdict] = []
+    stop = task.stop_sequences("fewshot")
+    for lineno, line in enumerate(lines, 1):
+        where = f"line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            rows.append({"line": line.rstrip("\n")})
+            items.append(Verdict(Status.ERROR, reason=f"{where}: not valid JSON ({e.msg})"))
+            continue
+        if not isinstance(row, dict):
+            rows.append({"line": line.rstrip("\n")})
+            items.append(Verdict(Status.ERROR, reason=f"{where}: expected a JSON object"))
+            continue
+        rows.append(row)
+        completion = row.get("completion")
+        if not isinstance(completion, str):
+            items.append(Verdict(Status.ERROR, reason=f"{where}: missing string field 'completion'"))
+            continue
+        try:
+            example = task.example_from_row(row, lineno - 1)
+        except DataError as e:
+            items.append(Verdict(Status.ERROR, reason=f"{where}: {e}"))
+            continue
+        items.append(Sample(example=example, completion=completion, stop=stop))
+    return rows, items
+
+
+def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Output rows (input rows plus verdict fields, in input order) and a summary."""
+    verifier = make_verifier(verifier_name, task)
+    try:
+        rows, items = parse_rows(task, [ln for ln in lines if ln.strip()])
+        samples = [it for it in items if isinstance(it, Sample)]
+        verify_samples(samples, verifier)
+    finally:
+        verifier.close()
+    verdicts = [it.verdict if isinstance(it, Sample) else it for it in items]
+    out_rows = []
+    for row, verdict in zip(rows, verdicts):
+        out_rows.append({**row, **verdict.to_dict()})
+    summary = {"task": task.full_name, "verifier": verifier.name, **summarize(verdicts)}
+    return out_rows, summary
+
+
+def score_file(task: Task, input_path: Path, verifier_name: str | None, output: Path | None) -> dict[str, Any]:
+    """Score `input_path`; write output rows atomically if `output` is given; return the summary."""
+    try:
+        lines = Path(input_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise CotkitError(f"--input {input_path}: cannot read ({e.strerror or e})") from e
+    out_rows, summary = score_rows(task, lines, verifier_name)
+    if output:
+        atomic_write_jsonl(output, out_rows)
+    return summary

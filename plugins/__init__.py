@@ -1,0 +1,1 @@
+"""cotkit's built-in plugins, written exactly as a third-party plugin would be (public API only)."""

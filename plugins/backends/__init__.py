@@ -1,0 +1,8 @@
+"""Built-in backends."""
+
+from cotkit import hookimpl
+
+
+@hookimpl
+def register_backends(register):
+    """Register the built-in backends."""

@@ -1,0 +1,8 @@
+"""Built-in methods."""
+
+from cotkit import hookimpl
+
+
+@hookimpl
+def register_methods(register):
+    """Register the built-in methods."""
