@@ -51,3 +51,18 @@ def summarize(verdicts: list[Verdict]) -> dict[str, Any]:
         "timeouts": counts[Status.TIMEOUT],
         "errors": counts[Status.ERROR],
     }
+
+
+def sample_row(sample: Sample, include_prompt: bool = False) -> dict[str, Any]:
+    """A sample as a JSONL row in `cotkit score` format: the task's raw fields, `completion`, verdict fields.
+
+    `cotkit score` reads these rows back, so any run's samples can be re-scored later.
+    """
+    row: dict[str, Any] = {**sample.example.raw, "completion": sample.completion}
+    if sample.verdict is not None:
+        row.update(sample.verdict.to_dict())
+    if include_prompt and sample.prompt is not None:
+        row["prompt"] = sample.prompt
+    if sample.meta:
+        row["meta"] = sample.meta
+    return row
