@@ -1,0 +1,562 @@
+"""The shared fine-tuning step: one optimizer loop on accelerate, with pluggable objectives.
+
+Why a small loop on accelerate rather than TRL's trainers: the methods need things the HF
+`Trainer` family makes awkward. TRICE back-propagates per-sequence *signed* weights; Quiet-STaR
+wraps the model and computes its own loss; STaR needs a run that is bit-for-bit the same after a
+SIGKILL and a resume (the Trainer writes `checkpoint-N/` folders in place and re-derives data order
+from its sampler state), and a method must choose the exact number of optimizer steps. The loop
+below is ~150 lines, takes an `Objective` (features -> batches -> loss), and gets multi-GPU
+(DDP / FSDP / DeepSpeed) from accelerate unchanged: run `accelerate launch -m cotkit train ...`.
+Preference objectives can still use TRL's loss functions inside an Objective.
+
+Determinism: data order is a pure function of (seed, step), each optimizer step's loss is
+normalised by the token (or sequence) count of the whole accumulated batch, so the result does
+not depend on the micro-batch size, and resumable state is saved with accelerate (model,
+optimizer, scheduler, RNG) into a temp folder renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotkit.config import option
+from cotkit.errors import ConfigError, ModelError
+from cotkit.types import Prompt
+
+# ------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class SFTConfig:
+    """Hyperparameters of the shared fine-tuning step (nested as `sft` in a method's options)."""
+
+    learning_rate: float = option(1e-6, help="Peak learning rate (AdamW).")
+    lr_scheduler: str = option(
+        "constant", help="Schedule after warm-up.", choices=("constant", "linear", "cosine")
+    )
+    warmup_steps: int = option(100, help="Optimizer steps of linear warm-up from 0 to the peak rate.")
+    batch_size: int = option(1, help="Sequences per micro-batch on each device.")
+    grad_accum: int = option(8, help="Micro-batches accumulated per optimizer step.")
+    weight_decay: float = option(0.0, help="AdamW weight decay.")
+    max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).")
+    max_length: int = option(1024, help="Longest training sequence in tokens; longer ones are cut at the end.")
+    loss_normalization: str = option(
+        "tokens",
+        help="Divide the summed loss by completion tokens (standard SFT) or by sequences.",
+        choices=("tokens", "sequences"),
+    )
+    lora: bool = option(False, help="Train LoRA adapters (peft) instead of all weights; merged when saved.")
+    lora_r: int = option(16, help="LoRA rank.")
+    lora_alpha: int = option(32, help="LoRA scaling alpha.")
+    lora_dropout: float = option(0.0, help="LoRA dropout.")
+    lora_targets: list[str] = option(
+        default_factory=lambda: ["all-linear"], help="Module names LoRA adapts (peft target_modules)."
+    )
+    precision: str = option(
+        "auto", help="auto: bf16 mixed precision on a GPU that has it, fp32 on CPU.", choices=("auto", "fp32", "bf16", "fp16")
+    )
+    gradient_checkpointing: bool = option(False, help="Trade compute for memory (recompute activations).")
+    save_every: int = option(
+        0, help="Save resumable training state every N optimizer steps (0: only the final checkpoint)."
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_length", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sft.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"sft.{name} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"sft.learning_rate must be positive, got {self.learning_rate}")
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainExample:
+    """One training sequence: the prompt (masked out of the loss), the completion, a signed weight."""
+
+    prompt: Prompt
+    completion: str
+    weight: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSONL row of a training set file."""
+        return {"prompt": self.prompt, "completion": self.completion, "weight": self.weight, **({"meta": self.meta} if self.meta else {})}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> TrainExample:
+        """Inverse of `to_dict`."""
+        return cls(row["prompt"], row["completion"], float(row.get("weight", 1.0)), row.get("meta") or {})
+
+
+def render_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt exactly as a sampling backend feeds it to the model.
+
+    Chat prompts go through the tokenizer's chat template with the generation prompt appended;
+    text prompts are encoded with the tokenizer's special tokens (a BOS where the model has one).
+    """
+    if isinstance(prompt, list):
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
+def completion_ids(tokenizer: Any, completion: str, add_eos: bool = True) -> list[int]:
+    """Token ids of a completion, ending with EOS so the model learns where to stop."""
+    ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+# ---------------------------------------------------------------------------------- objectives
+
+
+class Objective:
+    """What a training run minimizes: items -> features -> padded batches -> a loss.
+
+    Subclass it for a new kind of training signal: preference pairs with a reference model
+    (override `features`, `collate`, `setup` and `loss`), or a model wrapper with its own loss
+    (override `wrap_model` and `loss`). `size` is each feature's share of the normaliser (tokens
+    or sequences) so a step's loss is the mean over the whole accumulated batch.
+    """
+
+    def features(self, tokenizer: Any, items: Sequence[Any], max_length: int) -> list[dict[str, Any]]:
+        """Tokenized features, one per item (items that cannot be used are dropped)."""
+        raise NotImplementedError
+
+    def size(self, feature: dict[str, Any]) -> float:
+        """This feature's share of the loss normaliser."""
+        return 1.0
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+        """A padded batch of tensors."""
+        raise NotImplementedError
+
+    def setup(self, accelerator: Any, model: Any) -> None:
+        """Prepare extra state before the first step (a reference model, a mixing head)."""
+
+    def wrap_model(self, model: Any) -> Any:
+        """The module that is trained and saved (default: the model itself)."""
+        return model
+
+    def loss(self, model: Any, batch: dict[str, Any], normalizer: float) -> tuple[Any, dict[str, float]]:
+        """This micro-batch's share of the step loss (a scalar tensor) and statistics to log."""
+        raise NotImplementedError
+
+
+class WeightedSFT(Objective):
+    """Completion-only negative log-likelihood, each sequence scaled by its signed weight.
+
+    All weights 1 is plain SFT. A negative weight (TRICE's incorrect proposals) raises the loss
+    when that sequence becomes more likely, so the step pushes its likelihood down.
+    """
+
+    def __init__(self, normalization: str = "tokens"):
+        if normalization not in ("tokens", "sequences"):
+            raise ConfigError(f"loss normalization must be tokens or sequences, got {normalization!r}")
+        self.normalization = normalization
+
+    def features(self, tokenizer: Any, items: Sequence[Any], max_length: int) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            ex = item if isinstance(item, TrainExample) else TrainExample.from_dict(item)
+            p_ids = render_prompt_ids(tokenizer, ex.prompt)
+            c_ids = completion_ids(tokenizer, ex.completion)
+            ids = (p_ids + c_ids)[:max_length]
+            labels = ([-100] * len(p_ids) + c_ids)[:max_length]
+            n_label = sum(1 for t in labels if t != -100)
+            if n_label == 0:  # the prompt alone fills max_length: nothing to learn from
+                continue
+            out.append({"input_ids": ids, "labels": labels, "weight": float(ex.weight), "n_label": n_label})
+        return out
+
+    def size(self, feature: dict[str, Any]) -> float:
+        return float(feature["n_label"]) if self.normalization == "tokens" else 1.0
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+        return pad_batch(features, pad_id)
+
+    def loss(self, model: Any, batch: dict[str, Any], normalizer: float) -> tuple[Any, dict[str, float]]:
+        seq_nll, n_tokens = sequence_nll(model, batch)
+        weights = batch["weight"].to(seq_nll.dtype)
+        if self.normalization == "sequences":
+            per_seq = seq_nll / n_tokens.clamp(min=1)
+        else:
+            per_seq = seq_nll
+        loss = (weights * per_seq).sum() / normalizer
+        stats = {"nll_per_token": float(seq_nll.sum().detach() / n_tokens.sum().clamp(min=1))}
+        return loss, stats
+
+
+class LossFnObjective(WeightedSFT):
+    """SFT features and batches with a custom `loss_fn(model, batch) -> summed loss` (or (loss, stats))."""
+
+    def __init__(self, loss_fn: Callable[[Any, dict[str, Any]], Any], normalization: str = "tokens"):
+        super().__init__(normalization)
+        self.loss_fn = loss_fn
+
+    def loss(self, model: Any, batch: dict[str, Any], normalizer: float) -> tuple[Any, dict[str, float]]:
+        got = self.loss_fn(model, batch)
+        loss, stats = got if isinstance(got, tuple) else (got, {})
+        return loss / normalizer, stats
+
+
+def pad_batch(features: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-pad input_ids/labels into tensors, with an attention mask and the weights."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.tensor(f["input_ids"])
+        labels[i, :n] = torch.tensor(f["labels"])
+        mask[i, :n] = 1
+    weight = torch.tensor([float(f.get("weight", 1.0)) for f in features])
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "weight": weight}
+
+
+def sequence_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Summed next-token NLL of each sequence's labelled tokens, and how many there are."""
+    import torch
+    import torch.nn.functional as F
+
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1, :].float()
+    target = batch["labels"][:, 1:]
+    tok = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none")
+    tok = tok.view(target.shape)
+    valid = (target != -100).to(tok.dtype)
+    return (tok * valid).sum(dim=1), valid.sum(dim=1).to(torch.long)
+
+
+# ---------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class StepLog:
+    """What the loop reports after each optimizer step."""
+
+    step: int
+    total: int
+    loss: float
+    lr: float
+    tokens: int
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """Summary of one fine-tuning run (also written as training.json beside the checkpoint)."""
+
+    checkpoint: str
+    steps: int
+    examples: int
+    dropped: int
+    tokens: int
+    seconds: float
+    losses: list[float]
+    resumed_from_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return dict(self.__dict__)
+
+
+def steps_for_epochs(n_examples: int, epochs: float, config: SFTConfig, world_size: int = 1) -> int:
+    """Optimizer steps that cover `epochs` passes over n examples."""
+    per_step = config.batch_size * config.grad_accum * world_size
+    return max(1, math.ceil(n_examples * epochs / per_step))
+
+
+def step_indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
+    """Item indices of an optimizer step: a seeded permutation per epoch, concatenated.
+
+    A pure function of (n, step, seed), so a resumed run sees the same order.
+    """
+    start, stop = step * per_step, (step + 1) * per_step
+    out: list[int] = []
+    epoch = start // n
+    while len(out) < per_step:
+        perm = list(range(n))
+        random.Random(f"{seed}:{epoch}").shuffle(perm)
+        lo = max(start - epoch * n, 0)
+        hi = min(stop - epoch * n, n)
+        out.extend(perm[lo:hi])
+        epoch += 1
+    return out
+
+
+def resolve_model_path(spec: str) -> str:
+    """A local folder or hub id for a model spec (aliases and .gguf files through cotkit.models)."""
+    if Path(spec).is_dir():
+        return spec
+    try:
+        from cotkit.models import resolve_model
+    except ImportError:
+        return spec
+    return str(resolve_model(spec))
+
+
+def load_causal_lm(path: str, precision: str = "fp32") -> tuple[Any, Any]:
+    """Model (fp32 master weights) and tokenizer from a folder or hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except OSError as e:
+        raise ModelError(f"cannot load model {path!r} for training: {e}") from e
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _mixed_precision(precision: str) -> str:
+    import torch
+
+    if precision == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def train(
+    model: str,
+    items: Sequence[Any],
+    config: SFTConfig,
+    steps: int,
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    objective: Objective | None = None,
+    state_dir: str | Path | None = None,
+    on_step: Callable[[StepLog], None] | None = None,
+    fault_at_step: int | None = None,
+) -> TrainResult:
+    """Fine-tune `model` for `steps` optimizer steps on `items`; save the result to `output_dir`.
+
+    `items` are TrainExamples (or their dicts) for the default weighted-SFT objective, or whatever
+    `objective.features` takes. The checkpoint is written into a temp folder and renamed, so
+    `output_dir` exists only when complete. With `config.save_every` and a `state_dir`, a killed
+    run started again with the same arguments continues from the last saved step.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    t0 = time.time()
+    objective = objective or WeightedSFT(config.loss_normalization)
+    output_dir = Path(output_dir)
+    if steps < 1:
+        raise ConfigError(f"training needs at least 1 step, got {steps}")
+
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision))
+    set_seed(seed)
+    if accelerator.device.type == "cpu":
+        # CPU kernels are deterministic given the thread count; make any exception loud.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    _quiet_transformers()
+    base, tokenizer = load_causal_lm(resolve_model_path(model))
+    features = objective.features(tokenizer, items, config.max_length)
+    dropped = len(items) - len(features)
+    if not features:
+        raise ConfigError(f"no usable training examples ({len(items)} given, all longer than max_length?)")
+
+    if config.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+        base.config.use_cache = False
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets: Any = config.lora_targets[0] if config.lora_targets == ["all-linear"] else list(config.lora_targets)
+        lora_cfg = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=targets, task_type="CAUSAL_LM",
+        )
+        if config.gradient_checkpointing:
+            base.enable_input_require_grads()
+        base = get_peft_model(base, lora_cfg)
+    net = objective.wrap_model(base)
+    net.train()
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        **({} if config.lr_scheduler == "constant" else {"num_training_steps": steps}),
+    )
+    # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
+    # step a prepared one once per process, which changes the schedule with the process count.
+    net, optimizer = accelerator.prepare(net, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    objective.setup(accelerator, net)
+
+    start_step = 0
+    state_root = Path(state_dir) if state_dir else None
+    if state_root is not None and config.save_every:
+        start_step = _load_latest_state(accelerator, state_root)
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_process = config.batch_size * config.grad_accum
+    per_step = per_process * world
+    pad_id = tokenizer.pad_token_id
+    losses: list[float] = _read_losses(state_root) if start_step else []
+    total_tokens = 0
+    for step in range(start_step, steps):
+        idx = step_indices(len(features), step, per_step, seed)[rank * per_process : (rank + 1) * per_process]
+        group = [features[i] for i in idx]
+        normalizer = sum(objective.size(f) for f in group) or 1.0
+        micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
+        step_loss = 0.0
+        stats: dict[str, float] = {}
+        for k, mb in enumerate(micro):
+            batch = {key: (v.to(accelerator.device) if hasattr(v, "to") else v) for key, v in objective.collate(mb, pad_id).items()}
+            sync = k == len(micro) - 1
+            ctx = accelerator.no_sync(net) if not sync and world > 1 else _nullcontext()
+            with ctx, accelerator.autocast():
+                loss, mb_stats = objective.loss(net, batch, normalizer)
+                accelerator.backward(loss)
+            step_loss += float(loss.detach())
+            for key, v in mb_stats.items():
+                stats[key] = stats.get(key, 0.0) + v / len(micro)
+            total_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        if config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(round(step_loss, 6))
+        if on_step is not None and accelerator.is_main_process:
+            on_step(StepLog(step + 1, steps, step_loss, scheduler.get_last_lr()[0], total_tokens, stats))
+        if state_root is not None and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps:
+            _save_state(accelerator, state_root, step + 1, losses)
+        if fault_at_step is not None and step + 1 == fault_at_step:
+            os.kill(os.getpid(), 9)
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(net)
+    state_dict = accelerator.get_state_dict(net)
+    result = TrainResult(
+        checkpoint=str(output_dir), steps=steps, examples=len(features), dropped=dropped,
+        tokens=sum(len(f["input_ids"]) for f in features), seconds=round(time.time() - t0, 3),
+        losses=losses, resumed_from_step=start_step,
+    )
+    if accelerator.is_main_process:
+        _save_checkpoint(unwrapped, state_dict, tokenizer, output_dir, config.lora, result)
+        if state_root is not None and state_root.exists():
+            shutil.rmtree(state_root, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    del net, optimizer, base
+    accelerator.free_memory()
+    return result
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _save_checkpoint(model: Any, state_dict: Any, tokenizer: Any, output_dir: Path, lora: bool, result: TrainResult) -> None:
+    """Save a plain Hugging Face folder (LoRA merged) into a temp dir, then rename it into place."""
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if lora:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+    else:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _fsync_tree(tmp)
+    if output_dir.exists():  # a complete checkpoint from a run killed before it was recorded
+        shutil.rmtree(output_dir)
+    os.replace(tmp, output_dir)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _save_state(accelerator: Any, root: Path, step: int, losses: list[float]) -> None:
+    """Resumable state at `step`: written to a temp folder, renamed, older states removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".step_{step:06d}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        final = root / f"step_{step:06d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in root.glob("step_*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _latest_state(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob("step_*") if (p / "progress.json").exists())
+    return done[-1] if done else None
+
+
+def _load_latest_state(accelerator: Any, root: Path) -> int:
+    latest = _latest_state(root) if root.exists() else None
+    if latest is None:
+        return 0
+    accelerator.load_state(str(latest))
+    return int(json.loads((latest / "progress.json").read_text())["step"])
+
+
+def _read_losses(root: Path | None) -> list[float]:
+    latest = _latest_state(root) if root is not None and root.exists() else None
+    if latest is None:
+        return []
+    return list(json.loads((latest / "progress.json").read_text())["losses"])
+
+
+def _quiet_transformers() -> None:
+    """No per-load tqdm bars from transformers: the run shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
