@@ -150,7 +150,7 @@ class MATH(CotTask):
     def _hub_math(self, split: str, subjects: list[str]) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for subject in subjects:
-            rows = load_rows(f"math {subject} {split}", None, LOCAL_TEST, read_jsonl, [(HUB_MATH, subject, split)])
+            rows = load_rows(f"math:{subject} {split} (hub {HUB_MATH} config {subject})", None, LOCAL_TEST, read_jsonl, [(HUB_MATH, subject, split)])
             out.extend((f"math/{split}/{subject}/{j}", r) for j, r in enumerate(rows))
         return out
 
