@@ -25,7 +25,7 @@ def parse_choices(value: Any, where: str) -> list[Choice]:
     elif isinstance(value, list) and all(isinstance(c, dict) and {"label", "text"} <= set(c) for c in value):
         pairs = [(c["label"], c["text"]) for c in value]
     else:
-        raise DataError(f"{where}: field 'choices' must be {{\"label\": [...], \"text\": [...]}}")
+        raise DataError(f'{where}: field \'choices\' must be {{"label": [...], "text": [...]}}')
     if len(pairs) < 2:
         raise DataError(f"{where}: field 'choices' has {len(pairs)} options, expected 2 or more")
     choices = [Choice(str(label).strip(), str(text).strip()) for label, text in pairs]

@@ -223,10 +223,7 @@ class CotTask(Task):
             return "\n\n".join(parts)
         if style == "zeroshot":
             return f"Q: {self.question_text(example, hint)}\nA: {ZEROSHOT_TRIGGER}"
-        instruction = (
-            "Think step by step, then finish with one sentence of the form "
-            f"{self.answer_format(example)}."
-        )
+        instruction = f"Think step by step, then finish with one sentence of the form {self.answer_format(example)}."
         if hint:
             given = "option marked (CORRECT)" if example.choices else "hint"
             instruction += f" The {given} is the correct answer: explain step by step how to reach it."

@@ -150,14 +150,18 @@ class MATH(CotTask):
     def _hub_math(self, split: str, subjects: list[str]) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for subject in subjects:
-            rows = load_rows(f"math:{subject} {split} (hub {HUB_MATH} config {subject})", None, LOCAL_TEST, read_jsonl, [(HUB_MATH, subject, split)])
+            rows = load_rows(
+                f"math:{subject} {split} (hub {HUB_MATH} config {subject})",
+                None,
+                LOCAL_TEST,
+                read_jsonl,
+                [(HUB_MATH, subject, split)],
+            )
             out.extend((f"math/{split}/{subject}/{j}", r) for j, r in enumerate(rows))
         return out
 
     def _math500_rows(self) -> list[dict[str, Any]]:
-        return load_rows(
-            f"MATH-500 (hub {HUB_MATH500})", self.data_dir, LOCAL_MATH500, read_jsonl, [(HUB_MATH500, None, "test")]
-        )
+        return load_rows(f"MATH-500 (hub {HUB_MATH500})", self.data_dir, LOCAL_MATH500, read_jsonl, [(HUB_MATH500, None, "test")])
 
     def _math500_keys(self, test: list[tuple[str, dict[str, Any]]]) -> set[str]:
         """Problem keys of MATH-500, after checking that every one of them is in `test`."""

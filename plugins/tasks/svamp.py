@@ -47,7 +47,10 @@ class SVAMP(CotTask):
         """All 1,000 problems (`svamp/test.jsonl`, or the hub's train+test), or the carved part."""
         if split == "test":
             return load_rows(
-                f"svamp (hub {self.HUB})", self.data_dir, ["svamp/test.jsonl", "SVAMP.jsonl"], read_jsonl,
+                f"svamp (hub {self.HUB})",
+                self.data_dir,
+                ["svamp/test.jsonl", "SVAMP.jsonl"],
+                read_jsonl,
                 [(self.HUB, None, "train+test")],
             )
         rows = self.rows("test")
