@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from cotkit.contracts import Task, check_styles, require_fields
 from cotkit.data import resolve_data_dir
-from cotkit.errors import DataError
+from cotkit.errors import DataError, UnknownNameError
 from cotkit.types import AnswerKind, Choice, Example, Prompt
 
 ZEROSHOT_TRIGGER = "Let's think step by step."
@@ -124,8 +124,6 @@ class CotTask(Task):
     def rows(self, split: str) -> list[dict[str, Any]]:
         """The publisher's rows for a split, unchanged (loaded once per task object)."""
         if split not in self.splits:
-            from cotkit.errors import UnknownNameError
-
             raise UnknownNameError(f"split of task {self.full_name}", split, self.splits)
         if split not in self._rows:
             self._rows[split] = self.load_rows(split)
