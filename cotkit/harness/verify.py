@@ -58,7 +58,8 @@ def sample_row(sample: Sample, include_prompt: bool = False) -> dict[str, Any]:
 
     `cotkit score` reads these rows back, so any run's samples can be re-scored later.
     """
-    row: dict[str, Any] = {**sample.example.raw, "completion": sample.completion}
+    # `task` lets `cotkit score --task bbh` (a group) score each row with its own subtask.
+    row: dict[str, Any] = {"task": sample.example.task, **sample.example.raw, "completion": sample.completion}
     if sample.verdict is not None:
         row.update(sample.verdict.to_dict())
     if include_prompt and sample.prompt is not None:
