@@ -6,3 +6,9 @@ from cotkit import hookimpl
 @hookimpl
 def register_verifiers(register):
     """Register the built-in verifiers."""
+    from .exact_match import ExactMatch
+
+    register(ExactMatch)
+    from .math_equiv import MathEquiv
+
+    register(MathEquiv)
