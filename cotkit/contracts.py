@@ -50,6 +50,8 @@ class Task(Plugin):
     #: The split methods train on, and the one disjoint from it that reports final accuracy.
     train_split: ClassVar[str] = "train"
     heldout_split: ClassVar[str] = "test"
+    #: The standard benchmark split `cotkit eval` reports on by default.
+    eval_split: ClassVar[str] = "test"
     subsets: ClassVar[tuple[str, ...]] = ()
     #: True when the bare name (no subset) means "all subsets" (a group, like `bbh`).
     group: ClassVar[bool] = False

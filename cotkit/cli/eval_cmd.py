@@ -1,0 +1,108 @@
+"""`cotkit eval`: evaluate a model on a task through lm-eval, scored by cotkit's verifier."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cotkit.cli.common import TASK_OPTION
+
+
+def eval_command(
+    task: str = typer.Option(..., "--task", "-t", help="cotkit task, e.g. gsm8k, bbh:date_understanding, math500, arc:challenge."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Hub id, local HF folder, .gguf file or alias."),
+    backend: str = typer.Option("hf", "--backend", "-b", help="Sampling backend (hf, vllm, or a plugin's)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", help="Evaluate the first N examples."),
+    style: str = typer.Option("fewshot", "--style", help="Prompt style: fewshot, zeroshot or chat."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split (default: the task's standard evaluation split, usually test)."),
+    n: int = typer.Option(1, "--n", help="Samples per question (self-consistency with --vote majority)."),
+    vote: Optional[str] = typer.Option(None, "--vote", help="'majority': report maj@n as the accuracy."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default 0 (greedy), or 0.7 when --n > 1."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier (default: the task's)."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Backend batch size."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where results.json and samples.jsonl go."),
+    lm_eval_task: Optional[str] = typer.Option(
+        None, "--lm-eval-task", help="Also run this lm-eval built-in task on the same model and compare scorings."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    task_option: Optional[list[str]] = TASK_OPTION,
+) -> None:
+    """Evaluate through lm-eval: accuracy with standard error, unparseable rate, n; per-sample JSONL."""
+    from cotkit.cli.common import make_task
+    from cotkit.contracts import check_styles
+    from cotkit.errors import ConfigError
+
+    check_styles(style)
+    if vote not in (None, "majority"):
+        raise ConfigError(f"--vote {vote!r}: only 'majority' is supported")
+    if n < 1:
+        raise ConfigError("--n must be at least 1")
+    task_obj = make_task(task, task_option)
+    from cotkit.cli.state import options as global_options
+    from cotkit.lmeval.runner import EvalSettings, evaluate
+    from cotkit.models import load_backend
+
+    if output_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        output_dir = Path("runs") / "eval" / f"{task_obj.full_name.replace(':', '_')}-{Path(model).name}-{stamp}"
+    settings = EvalSettings(
+        style=style, split=split, limit=limit, n=n, vote=vote, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, verifier=verifier, seed=seed,
+        data_dir=str(task_obj.data_dir) if task_obj.data_dir else None, task_options=dict(task_obj.task_options),
+    )
+    backend_options = {"batch_size": batch_size} if batch_size else {}
+    be = load_backend(backend, model=model, **backend_options)
+    try:
+        summary = evaluate(task_obj, be, settings, output_dir)
+        if lm_eval_task:
+            from cotkit.lmeval.parity import compare
+
+            summary["parity"] = compare(lm_eval_task, task_obj, be, settings, output_dir)
+    finally:
+        be.close()
+    summary["output_dir"] = str(output_dir)
+    _report(summary, json_output)
+
+
+def _report(summary: dict, json_output: bool) -> None:
+    from cotkit.console import out, print_json
+
+    if json_output:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"cotkit eval: {summary['task']} ({summary['model']}, {summary['style']})")
+    for col in ("task", "n", "accuracy", "± stderr", "unparseable"):
+        table.add_column(col, justify="right")
+    rows = [(summary["task"], summary)]
+    rows += [(name, {**sub, "stderr": None, "unparseable": None}) for name, sub in summary.get("subtasks", {}).items()]
+    for name, s in rows:
+        table.add_row(
+            name, str(s["n"]), f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "-",
+            f"{s['stderr']:.1%}" if s.get("stderr") is not None else "",
+            f"{s['unparseable']:.1%}" if s.get("unparseable") is not None else "",
+        )
+    out.print(table)
+    k = summary["samples_per_question"]
+    if k > 1:
+        out.print(f"mean accuracy over {k} samples: {summary['mean_accuracy']:.1%}; maj@{k}: {summary[f'maj@{k}']:.1%}")
+    if "parity" in summary:
+        p = summary["parity"]
+        out.print(
+            f"parity with lm-eval task {p['lm_eval_task']} on the same {p['n']} completions: "
+            f"lm-eval {p['lm_eval_metric']} = {p['lm_eval_accuracy']:.1%}, cotkit = {p['cotkit_accuracy']:.1%}, "
+            f"{p['disagreements']} disagreements"
+        )
+    out.print(f"results: {summary['output_dir']}/results.json, samples: {summary['output_dir']}/samples.jsonl")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command."""
+    app.command("eval")(eval_command)

@@ -1,0 +1,157 @@
+"""Functions lm-eval task YAMLs call: the dataset, the prompt, and scoring with a cotkit verifier.
+
+The YAMLs in `cotkit_tasks/lm_eval/` name a cotkit task in their metadata; lm-eval passes that
+metadata (merged with runtime metadata such as the data directory and prompt style) to `dataset`.
+Each document carries everything `process_results` needs, so scoring uses the same loader and the
+same verifier as `cotkit score` and training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from typing import Any
+
+#: Prefix marking a doc text that holds chat messages as JSON; cotkit's lm-eval model decodes it.
+CHAT_PREFIX = "\x00cotkit-chat:"
+
+_lock = threading.Lock()
+_tasks: dict[tuple, Any] = {}
+_verifiers: dict[tuple, Any] = {}
+#: Per-sample records of the current evaluation, keyed by task spec, for the per-sample JSONL.
+RECORDS: dict[str, list[dict[str, Any]]] = {}
+
+
+def _task(spec: str, data_dir: str | None, options: dict[str, Any]):
+    key = (spec, data_dir, json.dumps(options, sort_keys=True))
+    with _lock:
+        if key not in _tasks:
+            from cotkit.data import resolve_data_dir
+            from cotkit.plugins import host
+
+            _tasks[key] = host().task(spec, data_dir=resolve_data_dir(data_dir), **options)
+        return _tasks[key]
+
+
+def _verifier(name: str, task):
+    key = (name, task.full_name)
+    with _lock:
+        if key not in _verifiers:
+            from cotkit.harness.verify import make_verifier
+
+            _verifiers[key] = make_verifier(name, task)
+        return _verifiers[key]
+
+
+def close_all() -> None:
+    """Close cached verifiers (worker pools) and forget cached tasks and records."""
+    with _lock:
+        for v in _verifiers.values():
+            v.close()
+        _verifiers.clear()
+        _tasks.clear()
+        RECORDS.clear()
+
+
+def build_docs(
+    cotkit_task: str,
+    cotkit_split: str | None = None,
+    cotkit_style: str = "fewshot",
+    cotkit_data_dir: str | None = None,
+    cotkit_verifier: str | None = None,
+    cotkit_task_options: dict[str, Any] | None = None,
+    cotkit_limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The lm-eval documents of a cotkit task split: rendered prompt plus the raw publisher row."""
+    data_dir = cotkit_data_dir or os.environ.get("COTKIT_DATA_DIR") or None
+    options = dict(cotkit_task_options or {})
+    task = _task(cotkit_task, data_dir, options)
+    split = cotkit_split or task.eval_split
+    verifier = cotkit_verifier or task.default_verifier
+    docs = []
+    for ex in task.examples(split, limit=cotkit_limit):
+        prompt = task.prompt(ex, style=cotkit_style)
+        docs.append(
+            {
+                "cotkit_task": ex.task or cotkit_task,
+                "cotkit_group": cotkit_task,
+                "cotkit_data_dir": data_dir or "",
+                "cotkit_options": json.dumps(options),
+                "cotkit_verifier": verifier,
+                "cotkit_style": cotkit_style,
+                "id": ex.id,
+                "prompt": prompt if isinstance(prompt, str) else CHAT_PREFIX + json.dumps(prompt),
+                "target": ex.answer,
+                "raw": json.dumps(ex.raw, ensure_ascii=False),
+            }
+        )
+    return docs
+
+
+def dataset(**metadata: Any) -> dict[str, Any]:
+    """lm-eval `custom_dataset`: {"test": Dataset} built from cotkit's loader."""
+    import datasets
+
+    keys = ("cotkit_task", "cotkit_split", "cotkit_style", "cotkit_data_dir", "cotkit_verifier",
+            "cotkit_task_options", "cotkit_limit")
+    docs = build_docs(**{k: metadata[k] for k in keys if metadata.get(k) not in (None, "")})
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    """The prompt; chat prompts travel as JSON behind CHAT_PREFIX for cotkit's model wrapper."""
+    return doc["prompt"]
+
+
+def doc_to_target(doc: dict[str, Any]) -> str:
+    """The gold answer string."""
+    return doc["target"]
+
+
+def majority(verdicts: list[Any]) -> int | None:
+    """Index of the sample whose normalized answer is most frequent (first on ties); None if none parsed."""
+    keys = [v.normalized if v.normalized is not None else v.extracted for v in verdicts]
+    counted = Counter(k for k in keys if k is not None)
+    if not counted:
+        return None
+    best = max(counted.values())
+    for i, k in enumerate(keys):
+        if k is not None and counted[k] == best:
+            return i
+    return None
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """Verify each completion with the cotkit verifier: mean accuracy, majority-vote accuracy, unparseable rate."""
+    from cotkit.harness.verify import verify_samples
+    from cotkit.types import Sample, Status
+
+    task = _task(doc["cotkit_task"], doc["cotkit_data_dir"] or None, json.loads(doc["cotkit_options"]))
+    row = json.loads(doc["raw"])
+    example = task.example_from_row(row, 0)
+    example.id = doc["id"]
+    stop = task.stop_sequences(doc["cotkit_style"])
+    samples = [Sample(example=example, completion=r, stop=stop) for r in results]
+    verdicts = verify_samples(samples, _verifier(doc["cotkit_verifier"], task))
+    correct = [v.status is Status.CORRECT for v in verdicts]
+    voted = majority(verdicts)
+    record = {
+        "id": doc["id"],
+        "task": doc["cotkit_task"],
+        "prompt": doc["prompt"][len(CHAT_PREFIX):] if doc["prompt"].startswith(CHAT_PREFIX) else doc["prompt"],
+        "target": doc["target"],
+        "raw": row,
+        "completions": [
+            {"completion": r, **v.to_dict()} for r, v in zip(results, verdicts)
+        ],
+        "majority": voted,
+    }
+    with _lock:
+        RECORDS.setdefault(doc["cotkit_group"], []).append(record)
+    return {
+        "acc": sum(correct) / len(correct),
+        "maj": float(voted is not None and correct[voted]),
+        "unparseable": sum(v.status is Status.UNPARSEABLE for v in verdicts) / len(verdicts),
+    }

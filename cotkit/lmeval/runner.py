@@ -1,0 +1,160 @@
+"""Run cotkit tasks (or lm-eval's own tasks, for parity) through `lm_eval.simple_evaluate`."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cotkit.contracts import Backend, Task
+from cotkit.errors import CotkitError
+from cotkit.jsonl import atomic_write_json, atomic_write_jsonl
+
+
+def yaml_dir() -> Path:
+    """The folder of cotkit's lm-eval task YAMLs (usable as lm-eval's --include_path)."""
+    return Path(str(resources.files("cotkit_tasks") / "lm_eval"))
+
+
+def lm_eval_task_name(spec: str) -> str:
+    """The lm-eval task name of a cotkit task string: `bbh:date_understanding` -> `cotkit_bbh_date_understanding`."""
+    return "cotkit_" + spec.replace(":", "_").replace("-", "_")
+
+
+@dataclass
+class EvalSettings:
+    """What `cotkit eval` evaluates and how."""
+
+    style: str = "fewshot"
+    split: str | None = None
+    limit: int | None = None
+    n: int = 1
+    vote: str | None = None
+    temperature: float | None = None
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    verifier: str | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+    bootstrap_iters: int = 1000
+
+
+def _silence_lm_eval() -> None:
+    import logging
+
+    for name in ("lm-eval", "lm_eval", "lm_eval.api.task", "lm_eval.evaluator"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _metric(res: dict[str, Any], key: str) -> float | None:
+    value = res.get(f"{key},none")
+    if value is None or value == "N/A":
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate one cotkit task with lm-eval; write results.json and samples.jsonl; return the summary."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from cotkit.lmeval import bridge
+    from cotkit.lmeval.model import CotkitLM
+
+    _silence_lm_eval()
+    name = lm_eval_task_name(task.full_name)
+    tm = TaskManager(include_path=str(yaml_dir()), include_defaults=False, metadata=_runtime_metadata(task, settings))
+    if name not in tm.all_tasks:
+        raise CotkitError(f"task {task.full_name} has no lm-eval definition {name} in {yaml_dir()}")
+    temperature = settings.temperature if settings.temperature is not None else (0.7 if settings.n > 1 else 0.0)
+    gen = {"until": task.stop_sequences(settings.style), "max_gen_toks": settings.max_new_tokens,
+           "do_sample": temperature > 0, "temperature": temperature, "top_p": settings.top_p}
+    names = [lm_eval_task_name(f"{task.name}:{sub}") for sub in task.subsets] if task.group and task.subset is None else [name]
+    # Load by name (a dict spec would replace the YAML, not override it), then adjust the configs.
+    loaded = list(tm.load(names)["tasks"].values())
+    for obj in loaded:
+        obj.set_config(key="repeats", value=settings.n)
+        obj.set_config(key="generation_kwargs", value=gen, update=True)
+    lm = CotkitLM(backend, seed=settings.seed, max_new_tokens=settings.max_new_tokens)
+    bridge.RECORDS.clear()
+    started = time.perf_counter()
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=loaded, task_manager=tm, limit=settings.limit, log_samples=False,
+            bootstrap_iters=settings.bootstrap_iters, random_seed=settings.seed, verbosity="ERROR",
+        )
+        records = [r for group in bridge.RECORDS.values() for r in group]
+    finally:
+        bridge.close_all()
+    elapsed = time.perf_counter() - started
+    summary = summarize(task.full_name, results, records, settings)
+    summary.update({"backend": backend.name, "model": backend.model_name, "seconds": round(elapsed, 2)})
+    if output_dir is not None:
+        write_outputs(Path(output_dir), results, records, summary)
+    return summary
+
+
+def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:
+    meta: dict[str, Any] = {"cotkit_style": settings.style}
+    if settings.data_dir:
+        meta["cotkit_data_dir"] = str(settings.data_dir)
+    elif task.data_dir:
+        meta["cotkit_data_dir"] = str(task.data_dir)
+    if settings.verifier:
+        meta["cotkit_verifier"] = settings.verifier
+    if settings.split:
+        meta["cotkit_split"] = settings.split
+    if settings.task_options:
+        meta["cotkit_task_options"] = settings.task_options
+    return meta
+
+
+def summarize(task_name: str, results: dict[str, Any], records: list[dict[str, Any]], settings: EvalSettings) -> dict[str, Any]:
+    """The summary `cotkit eval` prints: accuracy with standard error, unparseable rate, n."""
+    per_task = {k: v for k, v in results["results"].items() if k.startswith("cotkit_")}
+    n_total = sum(int(results["n-samples"][k]["effective"]) for k in per_task)
+    correct_mean = sum(_metric(v, "acc") * int(results["n-samples"][k]["effective"]) for k, v in per_task.items())
+    acc = correct_mean / n_total if n_total else 0.0
+    key = "maj" if settings.vote == "majority" else "acc"
+    headline = sum((_metric(v, key) or 0.0) * int(results["n-samples"][k]["effective"]) for k, v in per_task.items())
+    headline = headline / n_total if n_total else 0.0
+    unparseable = sum((_metric(v, "unparseable") or 0.0) * int(results["n-samples"][k]["effective"]) for k, v in per_task.items())
+    summary: dict[str, Any] = {
+        "task": task_name,
+        "n": n_total,
+        "accuracy": headline,
+        # binomial standard error over the n questions (for one task this equals lm-eval's mean stderr up to n/(n-1))
+        "stderr": math.sqrt(headline * (1 - headline) / (n_total - 1)) if n_total > 1 else 0.0,
+        "unparseable": unparseable / n_total if n_total else 0.0,
+        "style": settings.style,
+        "samples_per_question": settings.n,
+    }
+    if settings.n > 1:
+        summary["mean_accuracy"] = acc
+        summary[f"maj@{settings.n}"] = sum((_metric(v, "maj") or 0.0) * int(results["n-samples"][k]["effective"])
+                                           for k, v in per_task.items()) / max(1, n_total)
+    if len(per_task) > 1:
+        summary["subtasks"] = {
+            k.removeprefix("cotkit_"): {"n": int(results["n-samples"][k]["effective"]), "accuracy": _metric(v, key)}
+            for k, v in per_task.items()
+        }
+    return summary
+
+
+def write_outputs(output_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """results.json (lm-eval's results plus cotkit's summary) and samples.jsonl (one row per completion)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clean = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"}, default=str))
+    atomic_write_json(output_dir / "results.json", {"cotkit": summary, "lm_eval": clean})
+    rows = []
+    for rec in records:
+        for i, c in enumerate(rec["completions"]):
+            rows.append({"id": rec["id"], "task": rec["task"], "sample_index": i, "prompt": rec["prompt"],
+                         "target": rec["target"], **rec["raw"], **c, "majority_vote": rec["majority"] == i})
+    atomic_write_jsonl(output_dir / "samples.jsonl", rows)
