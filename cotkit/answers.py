@@ -796,6 +796,7 @@ def _whole_answer(
             if normalize_text(a) == norm:
                 return Parsed(s, norm, a)
         return None
-    if kind == "text" and len(s) <= 300:
+    # a bare word list or bracket sequence, not a line of reasoning ("We now have: (1) arson < ...")
+    if kind == "text" and (re.fullmatch(r"[\w\s,'&-]+\.?", s) or re.fullmatch(r"[\s()\[\]{}<>]+", s)):
         return parse_open_text(s)
     return None
