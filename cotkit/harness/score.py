@@ -13,12 +13,21 @@ from cotkit.jsonl import atomic_write_jsonl
 from cotkit.types import Sample, Status, Verdict
 
 
+#: Fields `cotkit score` writes; stale copies in an input row (a re-scored run) are replaced.
+VERDICT_FIELDS = ("verdict", "correct", "extracted", "normalized", "reason")
+
+
 def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list[Sample | Verdict]]:
-    """For each line, its row and either a Sample to verify or an `error` Verdict saying what is wrong."""
+    """For each non-blank line, its row and either a Sample to verify or an `error` Verdict saying what is wrong.
+
+    Reasons name the line's number in the file (blank lines count but produce no row).
+    """
     rows: list[dict[str, Any]] = []
     items: list[Sample | Verdict] = []
     stop = task.stop_sequences("fewshot")
     for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         where = f"line {lineno}"
         try:
             row = json.loads(line)
@@ -30,15 +39,22 @@ def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list
             rows.append({"line": line.rstrip("\n")})
             items.append(Verdict(Status.ERROR, reason=f"{where}: expected a JSON object"))
             continue
+        row = {k: v for k, v in row.items() if k not in VERDICT_FIELDS}
         rows.append(row)
         completion = row.get("completion")
+        if "completion" not in row:
+            items.append(Verdict(Status.ERROR, reason=f"{where}: missing field 'completion'"))
+            continue
         if not isinstance(completion, str):
-            items.append(Verdict(Status.ERROR, reason=f"{where}: missing string field 'completion'"))
+            items.append(Verdict(Status.ERROR, reason=f"{where}: field 'completion' must be a string, got {type(completion).__name__}"))
             continue
         try:
             example = task.example_from_row(row, lineno - 1)
         except DataError as e:
             items.append(Verdict(Status.ERROR, reason=f"{where}: {e}"))
+            continue
+        except Exception as e:  # a task plugin's bug on an odd row must not stop the run
+            items.append(Verdict(Status.ERROR, reason=f"{where}: cannot read the row ({type(e).__name__}: {e})"))
             continue
         items.append(Sample(example=example, completion=completion, stop=stop))
     return rows, items
@@ -48,7 +64,7 @@ def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -
     """Output rows (input rows plus verdict fields, in input order) and a summary."""
     verifier = make_verifier(verifier_name, task)
     try:
-        rows, items = parse_rows(task, [ln for ln in lines if ln.strip()])
+        rows, items = parse_rows(task, lines)
         samples = [it for it in items if isinstance(it, Sample)]
         verify_samples(samples, verifier)
     finally:
