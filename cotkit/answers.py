@@ -30,10 +30,19 @@ from fractions import Fraction
 
 def iter_boxed(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, content) of every complete `\\boxed{...}` / `\\fbox{...}`, in order of position."""
-    for m in re.finditer(r"\\(?:boxed|fbox)\b", text):
+    boxes = list(re.finditer(r"\\(?:boxed|fbox)\b *", text))
+    if not boxes:
+        return
+    # one pass pairs every brace, so many unclosed boxes in a degenerate completion stay linear
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for i, ch in enumerate(text):
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            closing[stack.pop()] = i
+    for m in boxes:
         i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
         if i >= len(text):
             continue
         if text[i] != "{":
@@ -43,16 +52,8 @@ def iter_boxed(text: str) -> Iterator[tuple[int, int, str]]:
                 j += 1
             if j > i:
                 yield m.start(), j, text[i:j]
-            continue
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    yield m.start(), j + 1, text[i + 1 : j]
-                    break
+        elif i in closing:
+            yield m.start(), closing[i] + 1, text[i + 1 : closing[i]]
 
 
 def last_boxed(text: str) -> str | None:
@@ -112,6 +113,8 @@ CUT_MARKERS: tuple[str, ...] = (
 )
 # "... So the answer is 18. Q: Tom has ..." -- a next question started on the same line.
 _INLINE_QUESTION = re.compile(r"(?<=[.!?])[ \t]+Q:[ \t]")
+# "\n\nQuestion 2: ...", "\nProblem 3." -- a numbered next question.
+_NUMBERED_QUESTION = re.compile(r"\n\s*(?:Q|Question|Problem)[ \t]*\d+[ \t]*[:.)]")
 
 
 def cut_completion(text: str, stop: Iterable[str] = ()) -> str:
@@ -138,9 +141,11 @@ def cut_completion(text: str, stop: Iterable[str] = ()) -> str:
             i = text.find(marker, i + 1)
         if 0 <= i < cut:
             cut = i
-    m = _INLINE_QUESTION.search(text, content_start)
-    if m and m.start() < cut:
-        cut = m.start()
+    for pattern in (_INLINE_QUESTION, _NUMBERED_QUESTION):
+        for m in pattern.finditer(text, content_start):
+            if text[: m.start()].strip():
+                cut = min(cut, m.start())
+                break
     return text[:cut]
 
 
@@ -156,13 +161,20 @@ class Cue:
     span: str
 
 
+# "the answer is", "the final answer is", "the correct option is", "the answer (arabic numerals) is";
+# a bare "option"/"choice" needs an adjective ("The last option is 12/25" names no answer), and a
+# parenthetical needs two characters ("option (C) is wrong" is not a cue).
 _ANSWER_IS = re.compile(
-    r"\b(?:the\s+)?(?:(?:correct|final|best|right|only)\s+)?(?:answer|option|choice)"
-    r"(?:\s*\([^()\n]{0,40}\))?[*_]*\s+(?:is|would\s+be|should\s+be|will\s+be)\b[*_]*[ \t]*:?",
+    r"\b(?:the\s+)?(?:(?:correct|final|best|right|only)\s+(?:answer|option|choice)|answer)"
+    r"(?:\s*\([^()\n]{2,40}\))?[*_]*\s+(?:is|would\s+be|should\s+be|will\s+be)\b[*_]*[ \t]*:?",
     re.IGNORECASE,
 )
 _ANSWER_COLON = re.compile(r"\b(?:final\s+)?answer[*_]*\s*:[*_]*", re.IGNORECASE)
-_HASHES = re.compile(r"####")
+_HASHES = re.compile(r"####(?![#\w \t]*answer)", re.IGNORECASE)
+# a markdown heading "### Final Answer" or a bold "**Final Answer**" line, the answer on the next line
+_HEADING = re.compile(
+    r"(?im)^[ \t]*(?:#{1,6}[ \t]*|\*\*)(?:final[ \t]+)?answer[ \t]*:?[ \t]*(?:\*\*)?[ \t]*:?[ \t]*$"
+)
 _ARROW = re.compile(r"-->")
 _A_LINE = re.compile(r"(?m)^[ \t*_]*A[*_]*[ \t]*:")
 _OUTPUT_BLOCK = re.compile(r"```output[ \t]*\n(.*?)\n?```", re.DOTALL)
@@ -201,6 +213,8 @@ def find_cues(text: str) -> list[Cue]:
         cues.append(Cue("answer:", m.start(), _span_after(text, m.end())))
     for m in _HASHES.finditer(text):
         cues.append(Cue("####", m.start(), _span_after(text, m.end())))
+    for m in _HEADING.finditer(text):
+        cues.append(Cue("answer:", m.start(), _span_after(text, m.end())))
     for m in _ARROW.finditer(text):
         span = _span_after(text, m.end())
         cues.append(Cue("-->", m.start(), re.sub(r"\s*\bEND\b.*$", "", span)))
@@ -467,10 +481,11 @@ def _word_number(s: str) -> Number | None:
 
 def last_number(text: str) -> Number | None:
     """The last number in text (the fallback when no answer cue parses)."""
-    found = None
-    for n in iter_numbers(text):
-        found = n
-    return found
+    for m in reversed(list(_NUMBER.finditer(clean_latex(text)))):
+        n = _to_number(m)
+        if n is not None:
+            return n
+    return None
 
 
 def parse_gold_number(answer: str) -> Number | None:

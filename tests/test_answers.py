@@ -52,6 +52,8 @@ def test_iter_boxed_yields_every_complete_box_in_order():
         ("The answer is 18.<|im_end|>\n<|im_start|>user\nWhat is 7?", (), "The answer is 18."),
         ("The answer is 18.<|eot_id|>more", (), "The answer is 18."),
         ("The answer is 18.\nUser: and 20?", (), "The answer is 18."),
+        ("She has 18 left.\n\nQuestion 2: Tom has 5 apples.", (), "She has 18 left."),
+        ("x = 4.\nProblem 3. Find y = 7.", (), "x = 4."),
         # a user stop sequence, even one no marker covers
         ("The answer is 18.###The answer is 5.", ["###"], "The answer is 18."),
         # a whitespace stop in the leading whitespace is not the end of the answer
@@ -76,6 +78,14 @@ def test_find_cues_finds_every_cue_family_in_order():
     assert names == ["answer is", "####", "answer:", "boxed", "-->", "answer is", "A:"]
     spans = [c.span.strip() for c in find_cues(text)]
     assert spans[0] == "3." and spans[4] == "7" and spans[-1] == "9"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["The last option is 12/25/1937.", "Option (C) is wrong.", "Each choice is plausible.", "The answers are 3 and 4."],
+)
+def test_phrases_that_are_not_cues(text):
+    assert find_cues(text) == []
 
 
 def test_a_colon_counts_only_on_the_last_line():

@@ -202,6 +202,20 @@ def test_numbers(gold, completion, expected):
     assert status(number(gold), completion) is expected
 
 
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "Reasoning...\n\n### Final Answer\n\n(B)",
+        "Reasoning...\n\n**Final Answer**\n(B) 12/25/1937",
+        "Reasoning...\n\n**Answer: (B)**",
+        "<think>the answer is (A)</think>\n\nThe correct answer is **B**.",
+        "The final answer is $\\boxed{B}$.",
+    ],
+)
+def test_chat_model_markdown_answers(completion):
+    assert status(DATE, completion) is C
+
+
 def test_number_verdict_fields():
     v = verdict(number("1234"), "So she has $1,234.00 left. The answer is $1,234.00.")
     assert (v.status, v.extracted, v.normalized, v.score) == (C, "$1,234.00", "1234", 1.0)
