@@ -1,6 +1,6 @@
 """Agreement of the `exact_match` verifier with published labels on model outputs cotkit did not produce.
 
-    python benchmarks/fidelity_exact_match.py DATA_DIR [--show-all] [--local-examples]
+    python benchmarks/fidelity_exact_match.py DATA_DIR [--max-show N] [--local-examples]
 
 DATA_DIR is searched for these public layouts (fetch them yourself; never commit them):
 
@@ -139,6 +139,11 @@ class Builder:
                 self._tasks[name] = None
         return self._tasks[name]
 
+    def stop(self, name: str) -> list[str]:
+        """The stop sequences `cotkit score` would use for this task's few-shot completions."""
+        t = self.task(name)
+        return t.stop_sequences("fewshot") if t is not None else ["\n\nQ:", "\nQ:"]
+
     def bbh(self, task: str, question: str, target: str, index: int) -> Example:
         t = self.task(f"bbh:{task}")
         if t is not None:
@@ -169,7 +174,8 @@ def bbh_items(folder: Path, b: Builder) -> Iterator[Item]:
             question = row["input"].rsplit("\n\nQ: ", 1)[-1]
             question = re.sub(r"\nA:( Let's think step by step\.)?\s*$", "", question)
             ref = _bbh_published_label(row["prediction"], row["target"], style)
-            yield Item(f"bbh-{style}", f"{task}/{i}", b.bbh(task, question, row["target"], i), row["prediction"], ref, task)
+            ex = b.bbh(task, question, row["target"], i)
+            yield Item(f"bbh-{style}", f"{task}/{i}", ex, row["prediction"], ref, task, b.stop(f"bbh:{task}"))
 
 
 def _bbh_published_label(prediction: str, target: str, style: str) -> bool:
@@ -201,7 +207,7 @@ def openai_gsm8k_items(path: Path, b: Builder) -> Iterator[Item]:
         ex = b.gsm8k(row["question"], gold, i)
         for model in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
             sol = row[model]
-            yield Item("gsm8k-openai", f"{i}/{model}", ex, sol["solution"], bool(sol["is_correct"]), model)
+            yield Item("gsm8k-openai", f"{i}/{model}", ex, sol["solution"], bool(sol["is_correct"]), model, b.stop("gsm8k"))
 
 
 _KOJIMA_KIND = {

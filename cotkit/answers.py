@@ -1,20 +1,24 @@
 """Answer extraction shared by verifiers, task loaders and methods (no task names here).
 
-The pipeline a verifier runs on a completion:
+The pipeline `extract_answer` runs on a completion:
 
-1. `cut_completion`: drop everything from the first stop sequence or next-question marker on,
-   so no answer is ever read from a question the model hallucinated after its own answer.
-2. `find_cues`: every answer cue in the cut text ("The answer is", "####", `\\boxed{}`,
-   "Answer:", a final "A: ..." line, "-->"), each with the span of text it introduces.
-3. The last cue whose span parses as an answer of the example's kind wins
-   (`extract_answer`); only for numbers, and only when no cue parses, the last number of the
-   cut text is taken instead.
+1. `cut_completion`: drop everything from the first stop sequence, next-question marker
+   ("\n\nQ:", "\nQuestion:", "\n\nProblem:", "Question 2:", an inline ". Q: ") or chat-turn
+   marker on, so no answer is ever read from a question the model hallucinated after its own.
+2. `find_cues`: every answer cue in the cut text ("The answer is", "the final answer is",
+   "The answer (arabic numerals) is", "####", `\\boxed{}`, "Answer:", a "### Final Answer"
+   heading, a final "A: ..." line, "-->"), each with the span of text it introduces.
+3. From the last cue back: the first span that parses as an answer of the example's kind wins;
+   a span that names two answers is a hedge ("(A) or (B)"); a span that declines ("dependent
+   on ...", "impossible to say") ends the search with no answer.
+4. Without a usable cue: a completion that is nothing but an answer ("(B)", "True"), a final
+   code-output block, and -- for numbers only -- the last number of the cut text.
 
-Parsers per kind: `parse_number` (`$1,234.00`, `3/4`, `25%`, `\\frac{3}{4}`, units after it),
-`parse_choice` (a label anchored on a cue, or the option's text; never a bare letter found
-somewhere in the text), `parse_closed_text` (a word of a closed set such as True/False or
-valid/invalid, with "not valid" kept apart from "valid"), `parse_open_text` (a token sequence:
-dyck closing brackets, sorted word lists).
+Parsers per kind: numbers (`$1,234.00`, `3/4`, `25%`, `\\frac{3}{4}`, "5 + 3 = 8", "seventy
+six"), choices (a label anchored on a cue, or the option's text; never a bare letter found
+somewhere in the text), closed sets (True/False, Yes/No, valid/invalid, with "not valid" never
+read as "valid"), open text (token sequences: dyck closing brackets, sorted word lists) and a
+light LaTeX normal form for MATH strings.
 """
 
 from __future__ import annotations
@@ -170,7 +174,7 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_COLON = re.compile(r"\b(?:final\s+)?answer[*_]*\s*:[*_]*", re.IGNORECASE)
-_HASHES = re.compile(r"####(?![#\w \t]*answer)", re.IGNORECASE)
+_HASHES = re.compile(r"####(?![ \t]*(?:final[ \t]+)?answer\b)", re.IGNORECASE)
 # a markdown heading "### Final Answer" or a bold "**Final Answer**" line, the answer on the next line
 _HEADING = re.compile(
     r"(?im)^[ \t]*(?:#{1,6}[ \t]*|\*\*)(?:final[ \t]+)?answer[ \t]*:?[ \t]*(?:\*\*)?[ \t]*:?[ \t]*$"
