@@ -88,11 +88,13 @@ def _last(matches: Iterable[re.Match[str]]) -> re.Match[str] | None:
 
 def _last_boxed_with_position(text: str) -> tuple[int, Extracted] | None:
     """The last non-empty `\\boxed{}` content and where it starts (`last_boxed` does the parsing)."""
+    end = len(text)
     pos = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     while pos >= 0:
-        content = last_boxed(text[pos:])
+        content = last_boxed(text[pos:end])
         if content is not None and content.strip():
             return pos, Extracted(content.strip(), "boxed")
+        end = pos
         pos = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
     return None
 
@@ -177,9 +179,10 @@ _UNIT_WORDS = (
 _UNIT_RE = re.compile(r"(?<=[\d}).])\s*(?:\\,|\\ |~)?\s*(?:" + "|".join(_UNIT_WORDS) + r")(?:\s*\^\s*\{?[23]\}?)?\s*$", re.IGNORECASE)
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|\\(?:thinspace|medspace|thickspace|enspace)\b|~")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ\b|°|\\degree\b")
-_LEFT_RIGHT = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big|biggl|biggr)\b\s*")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|°|\\degree(?![a-zA-Z])")
+_LEFT_RIGHT = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big|biggl|biggr)(?![a-zA-Z])\s*")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_VAR_SUFFIX = re.compile(r"(?<=\S)\s*=\s*[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?\s*$")
 _VAR_PREFIX = re.compile(r"^\s*[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?\s*(?:=|\\in\b)\s*(?=\S)")
 _BASE_SUBSCRIPT = re.compile(r"^([0-9A-Za-z]+)_\{?(\d+)\}?$")
 _CHOICE = re.compile(r"^\(?([A-Ha-h])\)?$")
@@ -194,18 +197,18 @@ def normalize_answer(s: str) -> str:
         s = inner.strip()
     s = s.replace("\\displaystyle", "").replace("\\mathrm{~}", " ")
     s = s.replace("\n", " ")
-    s = re.sub(r"\\[dt]frac\b", r"\\frac", s)
-    s = re.sub(r"\\[dt]binom\b", r"\\binom", s)
+    s = re.sub(r"\\[dt]frac(?![a-zA-Z])", r"\\frac", s)
+    s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
     s = _LEFT_RIGHT.sub("", s)
     s = s.replace("{,}", ",")
     s = _SPACING.sub(" ", s)
     s = _DEGREES.sub("", s)
     s = s.replace("\\%", "").replace("%", "")
     s = s.replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\le(?:q|qslant)?\b", r"\\le ", s)
-    s = re.sub(r"\\ge(?:q|qslant)?\b", r"\\ge ", s)
-    s = re.sub(r"\\neq?\b", r"\\ne ", s)
-    s = re.sub(r"\\varnothing\b", r"\\emptyset", s)
+    s = re.sub(r"\\le(?:q|qslant)?(?![a-zA-Z])", r"\\le ", s)
+    s = re.sub(r"\\ge(?:q|qslant)?(?![a-zA-Z])", r"\\ge ", s)
+    s = re.sub(r"\\neq?(?![a-zA-Z])", r"\\ne ", s)
+    s = re.sub(r"\\varnothing(?![a-zA-Z])", r"\\emptyset", s)
     s = s.replace("\\infinity", "\\infty")
     s = _drop_text(s)
     s = _fix_args(s, "\\frac", 2)
@@ -217,7 +220,9 @@ def normalize_answer(s: str) -> str:
     s = _strip_math_delimiters(s)
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
-    s = _VAR_PREFIX.sub("", s) if s.count("=") <= 1 else s
+    if s.count("=") <= 1:  # "x = 5", "x \\in [1, 2]" and "5 = x" answer the value alone
+        s = _VAR_PREFIX.sub("", s)
+        s = _VAR_SUFFIX.sub("", s)
     s = re.sub(r"(?<![\d}\w])\.(\d)", r"0.\1", s)
     s = re.sub(r"(\d+\.\d*?)0+(?!\d)", r"\1", s)
     s = re.sub(r"(\d)\.(?!\d)", r"\1", s)
