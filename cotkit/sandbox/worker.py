@@ -109,6 +109,8 @@ def plain(x, depth=0):
         return str(x)[:STRING_CAP]
     if isinstance(x, numbers.Real):
         return float(x)
+    if (getattr(t, "__module__", None) or "").startswith("sympy.") and "sympy" in sys.modules:
+        return sys.modules["sympy"].latex(x)[:STRING_CAP]  # sqrt(2)/2 -> \frac{\sqrt{2}}{2}
     return str(x)[:STRING_CAP]
 
 
