@@ -12,3 +12,6 @@ def register_verifiers(register):
     from .math_equiv import MathEquiv
 
     register(MathEquiv)
+    from .program import ProgramVerifier
+
+    register(ProgramVerifier)
