@@ -193,6 +193,20 @@ def test_a_dead_worker_is_replaced_and_the_program_retried():
         assert r.outcome is O.OK and r.value == 2 and r.attempts == 2
 
 
+def test_workers_outlive_the_thread_that_started_them():
+    """bwrap's --die-with-parent follows the starting *thread*; workers must survive a caller's thread."""
+    require_bwrap()
+    import threading
+
+    with Sandbox(workers=1, limits=SMALL, isolation="bwrap") as box:
+        t = threading.Thread(target=box.run, args=("pass",))
+        t.start()
+        t.join()
+        time.sleep(0.2)
+        r = box.run(sol("return 3"), entry="solution")
+        assert r.value == 3 and r.attempts == 1
+
+
 def test_a_persistent_sandbox_failure_is_a_sandbox_error(monkeypatch):
     require_bwrap()
     with Sandbox(workers=1, limits=SMALL, isolation="bwrap", retries=1) as box:

@@ -101,6 +101,8 @@ def bwrap_spec(
         "--unshare-user",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
         "--hostname", "sandbox",
+        # The sandbox dies with bwrap, and bwrap with the thread that started it: pool.py starts
+        # every worker from one long-lived launcher thread.
         "--die-with-parent",
         "--new-session",
         "--as-pid-1",  # the worker is PID 1: unkillable from inside, reaps and kills everything

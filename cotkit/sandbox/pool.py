@@ -7,6 +7,7 @@ and reads back a JSON description whose result value is validated to plain types
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -21,6 +22,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -79,6 +81,26 @@ def warn_weak_isolation(reason: str) -> None:
         print(f"WARNING: {msg}", file=sys.stderr)
 
 
+_LAUNCHER: ThreadPoolExecutor | None = None
+_LAUNCHER_PID = 0
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launcher() -> ThreadPoolExecutor:
+    """One long-lived thread that starts every worker.
+
+    bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it ends, not
+    the process; starting workers from this thread keeps them alive when a caller's short-lived
+    thread ends, and still takes them down with the host process.
+    """
+    global _LAUNCHER, _LAUNCHER_PID
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is None or _LAUNCHER_PID != os.getpid():  # a forked child has no such thread
+            _LAUNCHER = ThreadPoolExecutor(1, thread_name_prefix="cotkit-sandbox-launcher")
+            _LAUNCHER_PID = os.getpid()
+        return _LAUNCHER
+
+
 class _Worker:
     """One sandboxed worker process and its framed pipes."""
 
@@ -89,7 +111,8 @@ class _Worker:
         self.buf = bytearray()
         self.runs = 0
         self.info: dict[str, Any] = {}
-        self.proc = subprocess.Popen(
+        popen = functools.partial(
+            subprocess.Popen,
             spec.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -100,6 +123,7 @@ class _Worker:
             start_new_session=True,
             bufsize=0,
         )
+        self.proc = _launcher().submit(popen).result()
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.fd = self.proc.stdout.fileno()
         os.set_blocking(self.fd, False)
@@ -261,6 +285,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._closed = False
         self._started = False
+        if self.requested == "process":
+            warn_weak_isolation(f"isolation 'process' was asked for (argument or {iso.ISOLATION_ENV})")
         self._next_id = 0
 
     # -- public API --------------------------------------------------------------------------
@@ -340,8 +366,6 @@ class Sandbox:
             return self._level
         if self.requested != "auto":
             self._level = self.requested
-            if self._level == "process":
-                warn_weak_isolation(f"{iso.ISOLATION_ENV} or isolation= asked for 'process'")
             return self._level
         key = iso.find_bwrap()
         if key not in _AUTO:

@@ -321,28 +321,32 @@ def own_children():
 
 
 def kill_tree(pid):
-    """SIGKILL every process the program started (bwrap: all but PID 1; fallback: its session)."""
+    """SIGKILL the program and what it started (bwrap: every process but PID 1; fallback: its session).
+
+    In the fallback, `pid` must not be reaped yet: while it is a zombie its number cannot be
+    reused, so the signal cannot reach an unrelated process group.
+    """
     if IS_INIT:
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
         return
-    for target in (pid,):
+    for send in (os.killpg, os.kill):
         try:
-            os.killpg(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            os.kill(target, signal.SIGKILL)
+            send(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
 
-def reap_all(pid):
+def reap_all():
     """Kill and reap every remaining descendant, so nothing outlives its program."""
     for _ in range(10000):
-        kill_tree(pid)
+        if IS_INIT:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             got, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -354,15 +358,14 @@ def reap_all(pid):
         if got:
             continue
         if not IS_INIT:
+            # Orphans come to us (we are their subreaper); each is our child, so its number is
+            # held until we reap it and the signals below cannot reach an unrelated process.
             for kid in own_children():
-                try:
-                    os.killpg(kid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                try:
-                    os.kill(kid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                for send in (os.killpg, os.kill):
+                    try:
+                        send(kid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         try:
             os.waitpid(-1, 0)
         except ChildProcessError:
@@ -561,7 +564,6 @@ def run_one(req):
     caps = {out_r: out_cap, err_r: out_cap, res_r: RESULT_CAP}
     open_fds = set(bufs)
     killed = None  # why the worker killed the program, if it did
-    status = None
     deadline = t0 + lim["wall"]
     next_check = t0 + POLL
 
@@ -582,7 +584,7 @@ def run_one(req):
             killed = "result" if fd == res_r else "output"
             kill_tree(pid)
 
-    while status is None:
+    while True:
         now = time.monotonic()
         wait = max(0.0, min(deadline, next_check) - now)
         if pidfd is None:
@@ -595,10 +597,8 @@ def run_one(req):
         for fd in ready:
             if fd != pidfd:
                 drain(fd)
-        got, st = os.waitpid(pid, os.WNOHANG)
-        if got:
-            status = st
-            break
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            break  # it ended; left unreaped so that kill_tree below cannot hit a reused number
         now = time.monotonic()
         if now >= next_check and killed is None:
             next_check = now + POLL
@@ -613,7 +613,9 @@ def run_one(req):
             killed = "wall"
             kill_tree(pid)
     wall = time.monotonic() - t0
-    reap_all(pid)
+    kill_tree(pid)  # whatever it started goes with it
+    _, status = os.waitpid(pid, 0)
+    reap_all()
     cpu = children_cpu() - base
     for fd in list(open_fds):
         os.set_blocking(fd, False)
