@@ -6,3 +6,8 @@ from cotkit import hookimpl
 @hookimpl
 def register_backends(register):
     """Register the built-in backends."""
+    from .hf import HFBackend
+    from .vllm import VLLMBackend
+
+    register(HFBackend)
+    register(VLLMBackend)

@@ -1,0 +1,502 @@
+"""The `hf` backend: batched sampling with transformers on CPU or GPU.
+
+How a batch is decoded (`_decode_batch`): requests are sorted by prompt length and cut into
+batches; each batch is left-padded, prefilled once into a KV cache, then decoded one token per
+step. A row that produces end-of-sequence, completes a stop string or reaches `max_new_tokens`
+leaves the batch at once: its rows are dropped from the cache, so finished samples cost nothing.
+
+Reproducible sampling: every request (prompt i, sample j) owns a `torch.Generator` seeded with
+`seeds[i] + j` and draws exactly one uniform number from it per generated token (inverse-CDF
+sampling over the temperature/top-p distribution). A sample therefore depends only on its prompt,
+its seed and the model, never on which other prompts share its batch or where it sits in it (up
+to floating-point differences between batch shapes, which move a draw only when it lies within
+about 1e-6 of a boundary between two tokens).
+
+Greedy decoding (temperature 0) is deterministic, so identical prompts are decoded once and the
+result is repeated for every copy and every one of the `n` samples.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cotkit.contracts import Backend, Generation, SamplingParams
+from cotkit.errors import ConfigError, ModelError
+from cotkit.types import Prompt
+
+from .common import SEED_MASK, check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
+
+#: Rows decoded together when `batch_size="auto"`: measured best on a 2-core CPU with SmolLM2-135M
+#: (benchmarks/sampling_throughput.py); a GPU has room for far more.
+AUTO_BATCH_CPU = 32
+AUTO_BATCH_GPU = 128
+
+
+@dataclass
+class _Request:
+    ids: list[int]
+    seed: int
+    #: (prompt index, sample index) pairs that receive this request's generation.
+    targets: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    """One request's decoding state inside a batch."""
+
+    request: int
+    tokens: list[int] = field(default_factory=list)
+    generator: Any = None
+    finish: str | None = None
+
+
+def _parse_bool(value: Any, option: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"backend option {option}={value!r}: expected true or false")
+
+
+class HFBackend(Backend):
+    """Transformers: batched sampling with a KV cache, fp32 on CPU and bf16 on GPU (the default)."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | str = "auto",
+        trust_remote_code: bool | str = False,
+        **options: Any,
+    ):
+        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size, **options)
+        if options:
+            raise ConfigError(
+                f"unknown option {sorted(options)[0]!r} of backend hf (known: device, dtype, batch_size, trust_remote_code)"
+            )
+        from cotkit.models import resolve_model
+
+        self.path = resolve_model(model)
+        import torch
+
+        self.device = self._pick_device(device, torch)
+        self.dtype = self._pick_dtype(dtype, self.device, torch)
+        self._load(_parse_bool(trust_remote_code, "trust_remote_code"))
+        self.batch_size = self._parse_batch_size(batch_size)
+
+    @classmethod
+    def from_objects(cls, model: Any, tokenizer: Any, name: str = "in-memory", batch_size: int | str = "auto") -> HFBackend:
+        """A backend around an already loaded transformers model and tokenizer (e.g. mid-training)."""
+        self = cls.__new__(cls)
+        Backend.__init__(self, name, batch_size=batch_size)
+        self.path = name
+        self.model = model
+        self.device = model.device
+        self.dtype = model.dtype
+        self.tokenizer = tokenizer
+        self._prepare_tokenizer()
+        self.batch_size = self._parse_batch_size(batch_size)
+        return self
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _pick_device(device: str, torch: Any) -> Any:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise ConfigError(f"backend option device={device!r}: {e}") from e
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("backend option device=cuda: no CUDA GPU is available (use device=cpu)")
+        return dev
+
+    @staticmethod
+    def _pick_dtype(dtype: str, device: Any, torch: Any) -> Any:
+        if dtype == "auto":
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float32  # CPUs without bf16 instructions run bf16 ~2.5x slower
+        known = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                 "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+        if dtype not in known:
+            raise ConfigError(f"backend option dtype={dtype!r}: expected auto, float32, bfloat16 or float16")
+        return known[dtype]
+
+    def _parse_batch_size(self, value: int | str) -> int:
+        if value in ("auto", None):
+            return AUTO_BATCH_GPU if self.device.type == "cuda" else AUTO_BATCH_CPU
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1:
+            raise ConfigError(f"backend option batch_size={value!r}: expected a positive integer or auto")
+        return size
+
+    def _load(self, trust_remote_code: bool) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype, trust_remote_code=trust_remote_code)
+            self.model = model.to(self.device).eval()
+        except Exception as e:
+            if is_oom(e):
+                raise ModelError(
+                    f"out of memory loading {self.model_name} on {self.device} in {self.dtype}: "
+                    "use a smaller model, dtype=bfloat16, or a machine with more memory"
+                ) from e
+            from cotkit.models import _first_line
+
+            raise ModelError(f"cannot load model {self.model_name} from {self.path}: {type(e).__name__}: {_first_line(e)}") from e
+        self._prepare_tokenizer()
+
+    def _prepare_tokenizer(self) -> None:
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+        eos: set[int] = set()
+        for source in (getattr(self.model.generation_config, "eos_token_id", None), tok.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif source:
+                eos.update(int(x) for x in source)
+        self.eos_ids = eos
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+
+    def _check_open(self) -> None:
+        if getattr(self, "model", None) is None:
+            raise ModelError(f"backend hf for {self.model_name} is closed: load it again with load_backend")
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        """The text a prompt becomes: a string as-is, chat messages through the tokenizer's chat template."""
+        return render_prompt(self.tokenizer, prompt, self.model_name)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt (a chat template writes its own special tokens, so none are added)."""
+        return encode_prompt(self.tokenizer, prompt, self.model_name)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        progress: bool = True,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Generation]]:
+        """`params.n` generations per prompt, in prompt order; sample j of prompt i is seeded with `seeds[i] + j`.
+
+        Without `seeds`, a prompt's seed comes from `params.seed` and its text, so it does not
+        depend on the other prompts in the call.
+        """
+        self._check_open()
+        check_params(params)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ConfigError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
+        stops = [s for s in (params.stop or []) if s]
+        ids = [self._fit(self.encode(p), params.max_new_tokens) for p in prompts]
+        if seeds is None:
+            seeds = [prompt_seed(params.seed, self.render(p)) for p in prompts]
+        requests = self._requests(ids, seeds, params)
+        results: list[Generation | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda k: -len(requests[k].ids))
+        with _Progress(progress, len(requests), self.model_name) as bar:
+            start, size = 0, self.batch_size
+            while start < len(order):
+                batch = order[start : start + size]
+                try:
+                    outs = self._decode_batch([requests[k] for k in batch], params, stops, bar.advance_tokens)
+                except Exception as e:
+                    if not is_oom(e):
+                        raise
+                    self._free_cuda()
+                    if size == 1:
+                        raise ModelError(
+                            f"out of memory generating with {self.model_name} on {self.device} even one prompt at a "
+                            f"time ({len(requests[batch[0]].ids)} prompt tokens + {params.max_new_tokens} new): "
+                            "lower --max-new-tokens, use shorter prompts, or a smaller model"
+                        ) from e
+                    size = max(1, size // 2)
+                    bar.note(f"out of memory: batch size lowered to {size}")
+                    continue
+                for k, out in zip(batch, outs):
+                    results[k] = out
+                bar.advance_requests(len(batch))
+                start += len(batch)
+        grid: list[list[Generation]] = [[Generation("") for _ in range(params.n)] for _ in prompts]
+        for request, out in zip(requests, results):
+            for i, j in request.targets:
+                grid[i][j] = Generation(out.text, out.n_tokens, out.finish_reason)
+        return grid
+
+    def _fit(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Keep the last tokens of a prompt that would overflow the model's context (as lm-eval does)."""
+        if self.max_length and len(ids) + max_new_tokens > self.max_length:
+            keep = max(1, self.max_length - max_new_tokens)
+            if len(ids) > keep:
+                from cotkit.console import err
+
+                err.print(f"[yellow]warning: a prompt of {len(ids)} tokens was cut to its last {keep} to fit the context[/yellow]")
+                return ids[-keep:]
+        return ids
+
+    @staticmethod
+    def _requests(ids: list[list[int]], seeds: Sequence[int], params: SamplingParams) -> list[_Request]:
+        if params.temperature == 0:  # deterministic: one decode per distinct prompt
+            unique: dict[tuple[int, ...], _Request] = {}
+            for i, prompt_ids in enumerate(ids):
+                req = unique.setdefault(tuple(prompt_ids), _Request(prompt_ids, 0))
+                req.targets.extend((i, j) for j in range(params.n))
+            return list(unique.values())
+        return [
+            _Request(prompt_ids, (int(seeds[i]) + j) & SEED_MASK, [(i, j)])
+            for i, prompt_ids in enumerate(ids)
+            for j in range(params.n)
+        ]
+
+    def _decode_batch(
+        self,
+        requests: list[_Request],
+        params: SamplingParams,
+        stops: list[str],
+        on_tokens: Callable[[int], None],
+    ) -> list[Generation]:
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        width = max(len(r.ids) for r in requests)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(requests), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for b, r in enumerate(requests):
+            input_ids[b, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
+            mask[b, width - len(r.ids) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        sampling = params.temperature > 0
+        rows = [
+            _Row(b, generator=torch.Generator().manual_seed(r.seed) if sampling else None) for b, r in enumerate(requests)
+        ]
+        window = max((len(s) for s in stops), default=0) + 2  # tokens that can hold a fresh stop string
+        cache = DynamicCache(config=self.model.config)
+        active = list(range(len(rows)))
+
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            ).logits[:, -1, :]  # fmt: skip
+            next_pos = positions[:, -1] + 1
+            while True:
+                chosen = self._choose(logits.float(), params, [rows[a].generator for a in active])
+                keep: list[int] = []
+                for k, token in enumerate(chosen.tolist()):
+                    row = rows[active[k]]
+                    row.tokens.append(token)
+                    if token in self.eos_ids:
+                        row.finish = "stop"
+                    elif stops and self._hit_stop(row.tokens[-window:], stops):
+                        row.finish = "stop"
+                    elif len(row.tokens) >= params.max_new_tokens:
+                        row.finish = "length"
+                    else:
+                        keep.append(k)
+                on_tokens(len(active))
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(index)
+                    mask, chosen, next_pos = mask[index], chosen[index], next_pos[index]
+                    active = [active[k] for k in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                logits = self.model(
+                    input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                    past_key_values=cache, use_cache=True,
+                ).logits[:, -1, :]  # fmt: skip
+                next_pos = next_pos + 1
+        del cache
+        return [self._finish(row, stops) for row in rows]
+
+    def _choose(self, logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
+        """The next token of each row: argmax at temperature 0, else inverse-CDF sampling with each row's generator."""
+        import torch
+
+        if params.temperature == 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest head of the sorted distribution whose mass reaches top_p.
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > params.top_p, 0.0)
+        else:
+            order = None
+        cdf = probs.double().cumsum(dim=-1)
+        draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cdf.device)
+        picked = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1), right=True)
+        # Rounding can put a draw at the very top of the CDF: take the last token with probability.
+        last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1, keepdim=True)
+        picked = torch.minimum(picked, last)
+        picked = picked.squeeze(-1)
+        return order.gather(-1, picked.unsqueeze(-1)).squeeze(-1) if order is not None else picked
+
+    def _hit_stop(self, tail: list[int], stops: list[str]) -> bool:
+        text = self.tokenizer.decode(tail, skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    def _finish(self, row: _Row, stops: list[str]) -> Generation:
+        tokens = row.tokens[:-1] if row.tokens and row.tokens[-1] in self.eos_ids else row.tokens
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            return Generation(text[:cut], len(row.tokens), "stop")
+        return Generation(text, len(row.tokens), row.finish or "length")
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context."""
+        return [lp for lp, _ in self.loglikelihood_greedy(pairs)]
+
+    def loglikelihood_greedy(self, pairs: list[tuple[Prompt, str]]) -> list[tuple[float, bool]]:
+        """(sum log-prob of the continuation, whether greedy decoding would produce it) per pair (lm-eval's shape).
+
+        Context and continuation are tokenized together and split where the context's tokens end,
+        with the context's trailing whitespace moved to the continuation (as lm-eval does), so
+        the continuation is scored in the tokenization the model would actually see.
+        """
+        import torch
+
+        self._check_open()
+        items = [self._score_ids(ctx, cont) for ctx, cont in pairs]
+        out: list[tuple[float, bool] | None] = [None] * len(items)
+        order = sorted(range(len(items)), key=lambda k: -len(items[k][0]))
+        pad = self.tokenizer.pad_token_id
+        size = self.batch_size
+        start = 0
+        while start < len(order):
+            batch = order[start : start + size]
+            try:
+                width = max(len(items[k][0]) for k in batch)
+                keep = max(items[k][1] for k in batch) + 1
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for b, k in enumerate(batch):
+                    seq = items[k][0]
+                    ids[b, width - len(seq) :] = torch.tensor(seq)
+                    mask[b, width - len(seq) :] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                with torch.inference_mode():
+                    logits = self.model(
+                        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                        use_cache=False, logits_to_keep=keep,
+                    ).logits.float()  # fmt: skip
+                logprobs = torch.log_softmax(logits, dim=-1)
+                for b, k in enumerate(batch):
+                    seq, n_cont = items[k]
+                    if n_cont == 0:
+                        out[k] = (0.0, True)
+                        continue
+                    target = torch.tensor(seq[-n_cont:], device=self.device)
+                    # Position t of the kept logits predicts token t+1; the last kept one predicts nothing.
+                    rows = logprobs[b, keep - 1 - n_cont : keep - 1]
+                    lp = rows.gather(-1, target[:, None]).sum().item()
+                    out[k] = (lp, bool((rows.argmax(-1) == target).all().item()))
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                self._free_cuda()
+                if size == 1:
+                    raise ModelError(f"out of memory scoring with {self.model_name}: use shorter contexts or a smaller model") from e
+                size = max(1, size // 2)
+                continue
+            start += len(batch)
+        return out  # type: ignore[return-value]
+
+    def _score_ids(self, context: Prompt, continuation: str) -> tuple[list[int], int]:
+        """Token ids and continuation length of a pair, cut on the left to fit the context window."""
+        whole, n_cont = pair_ids(self.tokenizer, context, continuation, self.model_name)
+        if self.max_length and len(whole) > self.max_length:
+            whole = whole[-self.max_length :]
+            n_cont = min(n_cont, len(whole) - 1)
+        return whole, n_cont
+
+    # -- memory ------------------------------------------------------------------------------
+
+    def _free_cuda(self) -> None:
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def close(self) -> None:
+        """Drop the model and tokenizer and return their memory (GPU memory too)."""
+        self.model = None
+        self.tokenizer = None
+        self._free_cuda()
+
+
+class _Progress:
+    """A rich progress bar on stderr: requests done and generated tokens per second."""
+
+    def __init__(self, enabled: bool, total: int, label: str):
+        self.enabled, self.total, self.label = enabled, total, label
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from cotkit.console import err
+
+            self.bar = Progress(
+                TextColumn("[bold]sampling[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[tps]:>7.1f} tok/s"),
+                TimeElapsedColumn(),
+                console=err,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=self.total, tps=0.0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def advance_tokens(self, count: int) -> None:
+        self.tokens += count
+        if self.enabled:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.update(self.task, tps=self.tokens / elapsed)
+
+    def advance_requests(self, count: int) -> None:
+        if self.enabled:
+            self.bar.advance(self.task, count)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.bar.console.print(f"[yellow]{text}[/yellow]")

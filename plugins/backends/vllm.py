@@ -1,0 +1,183 @@
+"""The `vllm` backend: the `hf` backend's interface on vLLM's engine (continuous batching, paged KV cache).
+
+vLLM is imported when the backend is built, never at plugin load. Prompts are rendered and
+tokenized with the model's own Hugging Face tokenizer exactly as the `hf` backend does, and passed
+to vLLM as token ids, so both backends see the same tokens. Sample j of prompt i is one vLLM
+request seeded with `seeds[i] + j` (vLLM keeps a generator per request), so, as with `hf`, a
+sample does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+from typing import Any
+
+from cotkit.contracts import Backend, Generation, SamplingParams
+from cotkit.errors import ConfigError, ModelError
+from cotkit.types import Prompt
+
+from .common import SEED_MASK, check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
+
+INSTALL_HINT = (
+    "the vllm backend needs vLLM: pip install 'cotkit[vllm]' on a CUDA machine, or on a CPU run "
+    "scripts/setup-vllm-cpu.sh and use .venv-vllm/bin/cotkit"
+)
+
+
+def _coerce(value: Any) -> Any:
+    """CLI option strings to the int / float / bool vLLM expects."""
+    if not isinstance(value, str):
+        return value
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+class VLLMBackend(Backend):
+    """vLLM: fast batched sampling on GPU (or vllm-cpu); same interface as hf (extra `cotkit[vllm]`)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, dtype: str = "auto", seed: int = 0, **options: Any):
+        super().__init__(model, dtype=dtype, **options)
+        try:
+            import vllm
+        except ImportError as e:
+            raise ModelError(f"{INSTALL_HINT} ({e})") from e
+        import torch
+        from transformers import AutoTokenizer
+
+        from cotkit.models import resolve_model
+
+        self.path = resolve_model(model)
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"  # match the hf backend on CPU; vLLM would pick bf16
+        kwargs = {k: _coerce(v) for k, v in options.items()}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.llm = vllm.LLM(model=self.path, tokenizer=self.path, dtype=dtype, seed=int(seed), **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"backend vllm: {e}") from e
+        except Exception as e:
+            if is_oom(e):
+                raise ModelError(
+                    f"out of memory loading {model} in vLLM: lower gpu_memory_utilization or max_model_len "
+                    "(-B max_model_len=4096), or use a smaller model"
+                ) from e
+            raise ModelError(f"vLLM cannot load {model} from {self.path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+        self._vllm = vllm
+
+    def _check_open(self) -> None:
+        if getattr(self, "llm", None) is None:
+            raise ModelError(f"backend vllm for {self.model_name} is closed: load it again with load_backend")
+
+    def render(self, prompt: Prompt) -> str:
+        """The text a prompt becomes: a string as-is, chat messages through the tokenizer's chat template."""
+        return render_prompt(self.tokenizer, prompt, self.model_name)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt, exactly as the hf backend encodes it."""
+        return encode_prompt(self.tokenizer, prompt, self.model_name)
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        progress: bool = True,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Generation]]:
+        """`params.n` generations per prompt, in prompt order; sample j of prompt i is seeded with `seeds[i] + j`."""
+        self._check_open()
+        check_params(params)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ConfigError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
+        if seeds is None:
+            seeds = [prompt_seed(params.seed, self.render(p)) for p in prompts]
+        from vllm.inputs import TokensPrompt
+
+        stops = [s for s in (params.stop or []) if s] or None
+        inputs, sampling = [], []
+        greedy = params.temperature == 0
+        for i, prompt in enumerate(prompts):
+            ids = self.encode(prompt)
+            for j in range(1 if greedy else params.n):
+                inputs.append(TokensPrompt(prompt_token_ids=ids))
+                sampling.append(
+                    self._vllm.SamplingParams(
+                        n=1,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        max_tokens=params.max_new_tokens,
+                        stop=stops,
+                        seed=None if greedy else (int(seeds[i]) + j) & SEED_MASK,
+                    )
+                )
+        try:
+            outputs = self.llm.generate(inputs, sampling, use_tqdm=progress)
+        except Exception as e:
+            if is_oom(e):
+                raise ModelError(f"out of memory generating with vLLM: lower max_num_seqs or --max-new-tokens ({e})") from e
+            raise
+        grid: list[list[Generation]] = []
+        per_prompt = 1 if greedy else params.n
+        for i in range(len(prompts)):
+            gens = []
+            for out in outputs[i * per_prompt : (i + 1) * per_prompt]:
+                c = out.outputs[0]
+                reason = "length" if c.finish_reason == "length" else "stop"
+                gens.append(Generation(c.text, len(c.token_ids), reason))
+            grid.append([Generation(g.text, g.n_tokens, g.finish_reason) for g in gens] * (params.n if greedy else 1))
+        return grid
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context (vLLM prompt log-probs)."""
+        return [lp for lp, _ in self.loglikelihood_greedy(pairs)]
+
+    def loglikelihood_greedy(self, pairs: list[tuple[Prompt, str]]) -> list[tuple[float, bool]]:
+        """(sum log-prob, whether greedy decoding would produce the continuation) per pair, tokenized as hf does."""
+        self._check_open()
+        from vllm.inputs import TokensPrompt
+
+        items = [pair_ids(self.tokenizer, ctx, cont, self.model_name) for ctx, cont in pairs]
+        sp = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in items], sp, use_tqdm=False)
+        results = []
+        for (ids, n_cont), out in zip(items, outputs):
+            total, greedy = 0.0, True
+            for pos in range(len(ids) - n_cont, len(ids)):
+                entry = out.prompt_logprobs[pos]
+                token = ids[pos]
+                total += entry[token].logprob
+                best = max(entry.items(), key=lambda kv: kv[1].logprob)[0]
+                greedy = greedy and best == token
+            results.append((total, greedy))
+        return results
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            shutdown = getattr(core, "shutdown", None)
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except Exception:  # best effort: the process may already be gone
+                    pass
+            del llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
