@@ -150,7 +150,7 @@ def run_fidelity(items: list[Item], show_all: bool, timeout: float) -> int:
         print(
             f"  answer-level agreement (left out: {c['process']} answers identical to the gold but rated wrong; "
             f"{sum(1 for it, _, _, e in disagreements if e and it.source == source)} hand-checked label errors corrected): "
-            f"{c['agree_answer']}/{c['n_answer']} = {100 * rate:.2f}%"
+            f"{c['agree_answer']}/{c['n_answer']} = {100 * rate:.3f}%"
         )
         for k in sorted(k for k in c if "/" in k):
             print(f"    {k}: {c[k]}")

@@ -480,16 +480,25 @@ _INT_FRACTION = re.compile(r"\\frac\{-?(\d+)\}\{-?(\d+)\}|(?<![\w.}])(\d+)/(\d+)
 _ARITHMETIC = re.compile(r"^[-+]?[\d.]+(?:\s*(?:\\times|\\cdot|\*|\+|-)\s*[\d.]+)+$")
 
 
-def form_problem(pred: str, gold: str, question: str | None) -> str | None:
+def form_problem(pred: str, gold: str, question: str | None, raw_pred: str = "", raw_gold: str = "") -> str | None:
     """Why a normalized answer breaks a form the question asks for (and the gold keeps), or None.
 
     Equivalence alone accepts `\\frac{72}{375}` for `\\frac{24}{125}`; a question that says
     "Express your answer as a common fraction" does not. Checked only where the question asks:
     a reduced single fraction of integers (common fraction, lowest terms), no square factor under
     a root (simplest radical form), no root in a denominator (rationalize), parentheses (ordered
-    pair). Always: a number for a numeric gold, not arithmetic left to do (`5+50\\times7`).
+    pair), an equation when the question asks for one and the gold is one (the raw strings
+    tell, as normalization drops `y =`). Always: a number for a numeric gold, not arithmetic left
+    to do (`5+50\\times7`).
     """
     checks = []
+    if (
+        "=" in raw_gold
+        and "=" not in raw_pred
+        and re.search(r"equation of|in the form", question or "", re.IGNORECASE)
+        and ("=" in gold or re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", gold)))
+    ):
+        return "an equation is asked for"  # "y = -2x", not the value of a variable like "x = 5"
     if _ARITHMETIC.match(pred) and is_plain_number(gold):
         return "arithmetic left undone"
     q = question or ""

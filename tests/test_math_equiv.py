@@ -108,6 +108,8 @@ FORMS = [
     ("\\sqrt{3}-1", "\\frac{2}{\\sqrt{3}+1}", "Simplify and rationalize the denominator.", I),
     ("(5,7)", "5, 7", "Express your answer as an ordered pair.", I),
     ("50055", "5+50\\times7\\times11\\times13", "What is the sum?", I),
+    ("y = -2x", "-2x", 'Enter the equation of this line in the form "$y = mx + b$".', I),
+    ("y = -2x", "y=-2x", 'Enter the equation of this line in the form "$y = mx + b$".', C),
     ("\\frac{24}{125}", "72/375", "What is x?", C),  # no form asked: equivalence decides
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -110,7 +111,7 @@ class MathEquiv(Verifier):
         else:
             ordered = self.ordered_lists == "yes"
         if self.form_checks:
-            why = form_problem(pred_n, gold_n, getattr(sample.example, "question", None))
+            why = form_problem(pred_n, gold_n, getattr(sample.example, "question", None), found.text, gold)
             if why:
                 return _verdict((Status.INCORRECT, f"{why} (the question asks for a form)"), found.text, pred_n)
         quick = _quick_decision(gold_n, pred_n)
@@ -194,16 +195,34 @@ def _normalize(s: str) -> str:
 
 def _quick_decision(gold: str, pred: str) -> tuple[Status, str] | None:
     """Decide without sympy where that is safe: equal strings, plain numbers, words."""
-    from cotkit.latex import is_plain_number, is_words
+    from cotkit.latex import is_words
 
     if gold == pred:
         return Status.CORRECT, "equal after normalization"
-    if is_plain_number(gold) and is_plain_number(pred):
-        same = Fraction(gold) == Fraction(pred)
-        return (Status.CORRECT if same else Status.INCORRECT), "numbers compared exactly"
+    g, p = _rational(gold), _rational(pred)
+    if g is not None and p is not None:
+        return (Status.CORRECT if g == p else Status.INCORRECT), "numbers compared exactly"
     if is_words(gold) or is_words(pred):
         return Status.INCORRECT, "different text"
     return None
+
+
+_SIMPLE_FRACTION = re.compile(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}|(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?)")
+
+
+def _rational(s: str) -> Fraction | None:
+    """The exact value of `3`, `-0.25`, `\\frac{3}{4}`, `-\\frac{3}{4}` or `3/4`; None for anything else."""
+    from cotkit.latex import is_plain_number
+
+    if is_plain_number(s):
+        return Fraction(s)
+    m = _SIMPLE_FRACTION.fullmatch(s)
+    if not m:
+        return None
+    sign, a, b = (m.group(1), m.group(2), m.group(3)) if m.group(2) is not None else ("", m.group(4), m.group(5))
+    if Fraction(b) == 0:
+        return None
+    return (-1 if sign else 1) * Fraction(a) / Fraction(b)
 
 
 def _verdict(result: tuple[Status, str], extracted: str, normalized: str) -> Verdict:
