@@ -201,7 +201,25 @@ def attacks(h: Host) -> list[Attack]:
             O.RUNTIME_ERROR,
             check=lambda r, h: "No space left" in r.error,
         ),
+        Attack(
+            "forged_result",  # a value the protocol does not allow, written straight to the channel
+            "import os\nos.write(3, b'{\"status\": \"ok\", \"value\": {\"a\": 1}}')\nos._exit(0)\n",
+            O.NO_RESULT,
+        ),
+        Attack(
+            "deep_directory_tree",  # too deep for rmtree: the worker is replaced, the verdict stands
+            "import os\nfor i in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n" + "def solution():\n    return 5\n",
+            O.OK,
+            entry="solution",
+            check=value_is(5),
+        ),
         Attack("result_flood", "import os\nos.write(3, b'[' * 10**6)\nos._exit(0)\n", O.OUTPUT_LIMIT),
+        Attack(
+            "open_files",
+            "handles = [open('/dev/null') for _ in range(100000)]\n",
+            O.RUNTIME_ERROR,
+            check=lambda r, h: "Too many open files" in r.error,
+        ),
         # -- crashes --------------------------------------------------------------------------
         Attack("deep_recursion", "def f(n):\n    return f(n + 1)\nf(0)\n", O.RUNTIME_ERROR, check=lambda r, h: "RecursionError" in r.error),
         Attack(

@@ -23,7 +23,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, Any
 
 from cotkit.errors import ConfigError, CotkitError
@@ -226,6 +226,8 @@ class _Worker:
                 pass
         if self.workroot:
             shutil.rmtree(self.workroot, ignore_errors=True)
+            if os.path.exists(self.workroot):  # a tree too deep for rmtree
+                subprocess.run(["rm", "-rf", "--", self.workroot], check=False, capture_output=True)
 
     def close(self) -> None:
         """Ask the worker to exit (end of input), then make sure it did."""
@@ -571,8 +573,3 @@ class Sandbox:
             wall_seconds=float(reply.get("wall", 0.0)),
             attempts=attempts,
         )
-
-
-def with_limits(limits: Limits, **changes: Any) -> Limits:
-    """A copy of `limits` with some fields changed."""
-    return replace(limits, **changes)

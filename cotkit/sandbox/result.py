@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Union
 
 #: A value a program can hand back: plain JSON, never an object with behaviour.
@@ -99,7 +99,6 @@ class Result:
     wall_seconds: float = 0.0
     #: How many times it was run (more than 1 after sandbox errors).
     attempts: int = 1
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -135,7 +134,7 @@ def value_text(value: JSONValue) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-        return str(int(value)) if value != 0 or math.copysign(1, value) > 0 else "0"
+        return str(int(value))  # 18.0 -> "18"
     if isinstance(value, list):
         return ", ".join(value_text(v) for v in value)
     return "None" if value is None else str(value)

@@ -373,40 +373,33 @@ def reap_all():
 
 
 def wipe(path):
-    """Remove everything under `path`; False if something could not be removed."""
+    """Remove everything under `path`; False if anything is left (the worker is then replaced).
+
+    A program can make a tree too deep or too long-named for rmtree; rather than fight it, the
+    worker reports False and the host starts a fresh worker with a fresh tmpfs.
+    """
     import shutil
     import stat
 
-    def fix(func, p, exc):
+    def fix(func, p, exc):  # a program may leave unreadable or unwritable directories
         try:
             os.chmod(os.path.dirname(p), stat.S_IRWXU)
             os.chmod(p, stat.S_IRWXU)
-        except OSError:
-            pass
-        try:
             if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p)
+                shutil.rmtree(p, ignore_errors=True)
             else:
                 os.unlink(p)
         except OSError:
             pass
 
     try:
-        entries = os.listdir(path)
-    except OSError:
-        return False
-    for name in entries:
-        p = os.path.join(path, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p, onerror=fix)
-        else:
-            try:
-                os.unlink(p)
-            except OSError:
-                fix(None, p, None)
-    try:
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, onerror=fix)
+            else:
+                os.unlink(entry.path)
         return not os.listdir(path)
-    except OSError:
+    except Exception:  # never the program's verdict: the worker is replaced instead
         return False
 
 
@@ -628,10 +621,17 @@ def run_one(req):
         os.close(fd)
     if pidfd is not None:
         os.close(pidfd)
-    clean = all(wipe(p) for p in [WORKROOT, *SCRATCH])
+    clean = all([wipe(p) for p in [WORKROOT, *SCRATCH]])
     resp = describe(status, killed, cpu, wall, lim, bufs[out_r], bufs[err_r], bufs[res_r], bool(req.get("entry")))
     resp["recycle"] = (not clean) or ipc_left()
     return resp
+
+
+def is_plain(value, depth=0):
+    """True for the values a result may hold: None, bool, int, float, str, and lists of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, list) and depth < 8 and len(value) <= LIST_CAP and all(is_plain(v, depth + 1) for v in value)
 
 
 def describe(status, killed, cpu, wall, lim, out, err, res, entry):
@@ -679,6 +679,8 @@ def describe(status, killed, cpu, wall, lim, out, err, res, entry):
     kind = message.get("status")
     if kind == "ok":
         if "value" in message:
+            if not is_plain(message["value"]):  # a program wrote the channel itself
+                return dict(resp, outcome="no_result", error="the result channel held a value that is not plain JSON")
             resp.update(value=message["value"], has_value=True, value_type=str(message.get("type", ""))[:200])
         return dict(resp, outcome="ok")
     if kind in ("no_result", "no_entry"):
