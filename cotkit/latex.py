@@ -36,7 +36,6 @@ class Extracted:
 
 # ------------------------------------------------------------------------------ extraction
 
-_MINERVA = re.compile(r"final answer is\s*(.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL)
 _FINAL_ANSWER_IS = re.compile(r"final answer is\s*:?\s*", re.IGNORECASE)
 _ANSWER_HEADING = re.compile(r"(?m)^#+\s*Answer\s*:?\s*$")
 _THE_ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+(?:is|would\s+be|should\s+be)\s*:?\s*", re.IGNORECASE)
@@ -56,11 +55,9 @@ def extract_math_answer(completion: str, stop: Iterable[str] = ()) -> Extracted 
     boxed = _last_boxed_with_position(text)
     if boxed is not None:
         strong.append(boxed)
-    m = _last(_MINERVA.finditer(text))
-    if m is not None:
-        got = _sentence_answer(m.group(1))
-        if got:
-            strong.append((m.start(), Extracted(got, "final answer")))
+    minerva = _minerva_answer(text)
+    if minerva is not None:
+        strong.append(minerva)
     m = _last(_ANSWER_HEADING.finditer(text))
     if m is not None:
         rest = text[m.end() :].strip()
@@ -73,10 +70,24 @@ def extract_math_answer(completion: str, stop: Iterable[str] = ()) -> Extracted 
         got = _sentence_answer(text[last.end() :])
         if got:
             return Extracted(got, "the answer is")
-    m = _FINAL_MATH.search(text.rstrip())
+    # A final $...$ ends the text: searching only its tail keeps a long completion full of `$` linear.
+    m = _FINAL_MATH.search(text.rstrip()[-2000:])
     if m and m.group(2).strip():
         return Extracted(m.group(2).strip(), "final math")
     return None
+
+
+def _minerva_answer(text: str) -> tuple[int, Extracted] | None:
+    """Minerva's "The final answer is X. I hope it is correct." (found without a backtracking regex)."""
+    lower = text.lower()
+    hope = lower.rfind("i hope it is correct")
+    if hope < 0:
+        return None
+    cue = lower.rfind("final answer is", 0, hope)
+    if cue < 0:
+        return None
+    got = _sentence_answer(text[cue + len("final answer is") : hope].strip().removeprefix(":").strip())
+    return (cue, Extracted(got, "final answer")) if got else None
 
 
 def _last(matches: Iterable[re.Match[str]]) -> re.Match[str] | None:
@@ -90,7 +101,9 @@ def _last_boxed_with_position(text: str) -> tuple[int, Extracted] | None:
     """The last non-empty `\\boxed{}` content and where it starts (`last_boxed` does the parsing)."""
     end = len(text)
     pos = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    while pos >= 0:
+    for _ in range(50):  # past 50 empty or broken boxes there is no answer worth the time
+        if pos < 0:
+            break
         content = last_boxed(text[pos:end])
         if content is not None and content.strip():
             return pos, Extracted(content.strip(), "boxed")

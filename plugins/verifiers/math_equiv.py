@@ -62,7 +62,10 @@ class MathEquiv(Verifier):
         verdicts: list[Verdict | None] = [None] * len(samples)
         jobs: dict[tuple, list[tuple[int, str, str]]] = {}
         for i, sample in enumerate(samples):
-            got = self._prepare(sample)
+            try:
+                got = self._prepare(sample)
+            except Exception as e:  # a bug on one odd answer must not cost the batch
+                got = Verdict(Status.ERROR, reason=f"math_equiv failed on this sample: {type(e).__name__}: {e}", score=0.0)
             if isinstance(got, Verdict):
                 verdicts[i] = got
                 continue
