@@ -75,35 +75,45 @@ def compare(name: str, task: Task, backend: Backend, settings: Any, output_dir: 
     results = lm_eval.simple_evaluate(model=lm, tasks=[obj], limit=settings.limit, log_samples=True,
                                       bootstrap_iters=0, random_seed=settings.seed, verbosity="ERROR")
     logged = results["samples"][name]
-    metric_key = next(k for k in results["results"][name] if "," in k and not k.split(",")[0].endswith("_stderr")
-                      and k.split(",")[0] not in ("alias", "sample_len"))
-    metric, filt = metric_key.split(",", 1)
-    rows = [s for s in logged if s.get("filter") == filt] or logged
+    # lm-eval logs one row per (document, filter); each filter is its own answer extraction.
+    filters = sorted({s.get("filter", "none") for s in logged})
+    metric = next(k.split(",")[0] for k in results["results"][name]
+                  if "," in k and not k.split(",")[0].endswith("_stderr"))
+    first = [s for s in logged if s.get("filter", "none") == filters[0]]
     verifier = make_verifier(settings.verifier, task)
     try:
         samples = []
-        for s in rows:
+        for s in first:
             example = task.example_from_row(s["doc"], int(s["doc_id"]))
-            completion = s["resps"][0][0] if isinstance(s["resps"][0], list) else s["resps"][0]
-            samples.append(Sample(example=example, completion=completion, stop=task.stop_sequences("fewshot")))
+            resp = s["resps"][0]
+            samples.append(Sample(example=example, completion=resp[0] if isinstance(resp, list) else resp,
+                                  stop=task.stop_sequences("fewshot")))
         verdicts = verify_samples(samples, verifier)
     finally:
         verifier.close()
-    theirs = [float(s[metric]) >= 1.0 for s in rows]
-    ours = [v.correct for v in verdicts]
-    disagreements = [i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b]
+    ours = {int(s["doc_id"]): v.correct for s, v in zip(first, verdicts)}
+    per_filter = {}
+    for f in filters:
+        theirs = {int(s["doc_id"]): float(s[metric]) >= 1.0 for s in logged if s.get("filter", "none") == f}
+        per_filter[f] = {
+            "accuracy": sum(theirs.values()) / max(1, len(theirs)),
+            "disagreements": sum(theirs[d] != ours[d] for d in theirs),
+        }
     if output_dir is not None:
         atomic_write_jsonl(Path(output_dir) / "parity.jsonl", [
-            {"doc_id": s["doc_id"], "completion": smp.completion, "lm_eval_correct": a, "lm_eval_extracted": s.get("filtered_resps"),
-             **v.to_dict(), "disagree": a != b}
-            for s, smp, v, a, b in zip(rows, samples, verdicts, theirs, ours)
+            {"doc_id": s["doc_id"], "completion": smp.completion, **v.to_dict(),
+             "lm_eval": {r.get("filter", "none"): {"correct": float(r[metric]) >= 1.0, "extracted": r.get("filtered_resps")}
+                         for r in logged if r["doc_id"] == s["doc_id"]}}
+            for s, smp, v in zip(first, samples, verdicts)
         ])
-    n = len(rows)
+    n = len(first)
+    main_filter = filters[0]
     return {
         "lm_eval_task": name,
-        "lm_eval_metric": metric_key,
+        "lm_eval_metric": f"{metric},{main_filter}",
         "n": n,
-        "lm_eval_accuracy": sum(theirs) / n if n else 0.0,
-        "cotkit_accuracy": sum(ours) / n if n else 0.0,
-        "disagreements": len(disagreements),
+        "lm_eval_accuracy": per_filter[main_filter]["accuracy"],
+        "cotkit_accuracy": sum(ours.values()) / n if n else 0.0,
+        "disagreements": per_filter[main_filter]["disagreements"],
+        "filters": per_filter,
     }
