@@ -65,8 +65,11 @@ class CotkitLM(LM):
         return out
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """Log-likelihood of each continuation (greedy flag not computed: always False)."""
+        """Log-likelihood of each continuation, and whether greedy decoding would produce it (when the backend says)."""
         pairs = [(_prompt(r.args[0]), r.args[1]) for r in requests]
+        greedy = getattr(self.backend, "loglikelihood_greedy", None)
+        if greedy is not None:
+            return [(float(ll), bool(g)) for ll, g in greedy(pairs)]
         return [(float(ll), False) for ll in self.backend.loglikelihood(pairs)]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
