@@ -9,6 +9,8 @@ import typer
 COMMAND_MODULES = (
     "cotkit.cli.plugins_cmd",
     "cotkit.cli.score_cmd",
+    "cotkit.cli.sample_cmd",
+    "cotkit.cli.models_cmd",
 )
 
 

@@ -10,6 +10,7 @@ sample does not depend on what else is in the batch.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,10 @@ class VLLMBackend(Backend):
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"  # match the hf backend on CPU; vLLM would pick bf16
         kwargs = {k: _coerce(v) for k, v in options.items()}
+        if not torch.cuda.is_available() and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
+            # On CPU, vLLM otherwise reserves 92% of the machine's memory up front and refuses to
+            # start on a shared machine; a fixed KV cache (VLLM_CPU_KVCACHE_SPACE GiB, default 2) fits.
+            kwargs["kv_cache_memory_bytes"] = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 2) << 30
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.llm = vllm.LLM(model=self.path, tokenizer=self.path, dtype=dtype, seed=int(seed), **kwargs)
