@@ -31,7 +31,7 @@ def require_bwrap() -> None:
 @pytest.fixture(scope="module")
 def verifier():
     require_bwrap()
-    v = ProgramVerifier(cpu_seconds=1, wall_seconds=3, memory_mb=128, isolation="bwrap")
+    v = ProgramVerifier(cpu_seconds=0.5, wall_seconds=6, memory_mb=128, isolation="bwrap")
     yield v
     v.close()
 
@@ -128,7 +128,7 @@ def test_verdict_kinds(verifier):
 
 def test_tolerance_options():
     require_bwrap()
-    strict = ProgramVerifier(abs_tol=0, rel_tol=0, isolation="bwrap", cpu_seconds=1)
+    strict = ProgramVerifier(abs_tol=0, rel_tol=0, isolation="bwrap", cpu_seconds=0.5)
     try:
         got = verdicts(strict, "18", ["def solution():\n    return 18.0005\n", "def solution():\n    return 18.0\n"])
     finally:
