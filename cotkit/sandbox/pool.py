@@ -255,6 +255,9 @@ class Sandbox:
     are served one batch at a time.
     """
 
+    #: Modules every worker imports unless told otherwise (cheap, and common in PAL programs).
+    DEFAULT_PRELOAD: tuple[str, ...] = ("math", "fractions", "decimal", "itertools", "collections", "datetime", "re")
+
     def __init__(
         self,
         workers: int = 2,
@@ -265,7 +268,7 @@ class Sandbox:
         limits: Limits | None = None,
         isolation: str | None = None,
         site_packages: bool = True,
-        preload: Sequence[str] = ("math", "fractions", "decimal", "itertools", "collections", "datetime", "re"),
+        preload: Sequence[str] | None = None,
         retries: int = 2,
         max_runs_per_worker: int = 10000,
         tmpfs_mb: int = 64,
@@ -278,7 +281,7 @@ class Sandbox:
         self.n_workers = workers
         self.requested = iso.requested_isolation(isolation)
         self.site_packages = site_packages
-        self.preload = list(preload)
+        self.preload = list(self.DEFAULT_PRELOAD if preload is None else preload)
         self.retries = retries
         self.max_runs = max_runs_per_worker
         self.tmpfs_mb = tmpfs_mb
