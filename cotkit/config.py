@@ -401,6 +401,8 @@ def option_table(method_name: str, method_cls: type) -> dict[str, tuple[str, Opt
     run_opts = {o.flag[2:]: o for o in iter_options(RunConfig)}
     for name, o in run_opts.items():
         table[name] = ("run", o)
+        if name.endswith("-options"):  # --task-option K=V, repeatable, reads better than the plural
+            table[name[: -len("s")]] = ("run", o)
     for o in iter_options(method_cls):
         name = o.flag[2:]
         if name in run_opts:

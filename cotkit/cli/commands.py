@@ -11,6 +11,8 @@ COMMAND_MODULES = (
     "cotkit.cli.score_cmd",
     "cotkit.cli.sample_cmd",
     "cotkit.cli.models_cmd",
+    "cotkit.cli.train_cmd",
+    "cotkit.cli.show_cmd",
 )
 
 

@@ -6,3 +6,6 @@ from cotkit import hookimpl
 @hookimpl
 def register_methods(register):
     """Register the built-in methods."""
+    from .star import Star
+
+    register(Star)

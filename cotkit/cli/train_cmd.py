@@ -1,0 +1,91 @@
+"""`cotkit train`: run a training method in a resumable run directory.
+
+Method options pass through as flags (`--iterations 3`, `--sft.learning-rate 1e-5`), checked
+against the method's Config dataclass; `cotkit show METHOD` lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+EPILOG = (
+    "Method options are flags too: `--iterations 3 --sft.learning-rate 1e-5`; `cotkit show METHOD` "
+    "lists them with defaults and help. Run options: --backend, --backend-option K=V, --task-option K=V, "
+    "--seed, --split-seed, --dev-size, --data-dir. Precedence: defaults < --config YAML < flags. "
+    "Several GPUs: `accelerate launch -m cotkit train ...`."
+)
+
+#: Global options the entry point reads before Typer parses (they may follow the command).
+_GLOBAL_FLAGS = {"--debug": 0, "--plugin": 1}
+
+
+def _strip_globals(tokens: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        name = tok.split("=", 1)[0]
+        if name in _GLOBAL_FLAGS:
+            i += 1 + (_GLOBAL_FLAGS[name] if "=" not in tok else 0)
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def train(
+    ctx: typer.Context,
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Training method, e.g. star (`cotkit plugins`)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task, e.g. gsm8k, bbh:sports_understanding."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model: alias (smollm2-135m), hub id, folder or .gguf."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of options (flags override it)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/<method>-<task>-<model>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last completed phase."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Train with a method (sample, verify, fine-tune, evaluate) in a resumable run directory."""
+    from cotkit.config import load_yaml, resolve
+    from cotkit.console import out
+    from cotkit.run import default_output_dir
+
+    tokens = _strip_globals(list(ctx.args))
+    overrides = {"method": method, "task": task, "model": model, "output_dir": str(output_dir) if output_dir else None}
+    config_file = config
+    if resume and output_dir is not None and config is None and (output_dir / "config.yaml").exists():
+        # `cotkit train --resume -o runs/x` continues with the options the run started with.
+        config_file = output_dir / "config.yaml"
+        if method is None:
+            overrides["method"] = load_yaml(config_file).get("method")
+    resolved = resolve(tokens, config_file, overrides)
+    if resolved.run.output_dir is None:
+        resolved.run.output_dir = str(default_output_dir(resolved))
+    if dry_run:
+        sys.stdout.write(resolved.to_yaml())
+        sys.stdout.flush()
+        return
+
+    from cotkit.report import iteration_rows, iteration_table
+    from cotkit.run import execute
+
+    run_ctx = execute(resolved, resume=resume, argv=["cotkit", *sys.argv[1:]])
+    rows = iteration_rows(run_ctx.metrics_rows())
+    out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))
+    held = [r for r in rows if "heldout" in r]
+    from cotkit.report import fmt_acc
+
+    for r in held:
+        who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
+        out.print(f"{r['heldout'].get('split', 'held-out')} accuracy, {who}: {fmt_acc(r['heldout'])}")
+    out.print(f"report: {run_ctx.path / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command."""
+    app.command(
+        "train",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        epilog=EPILOG,
+    )(train)

@@ -1,0 +1,177 @@
+"""report.md and accuracy.png for a run, built from its recorded phases (any method).
+
+Conventions a method follows to get a report: evaluation phases are named
+`iter_NNN/eval_dev` (held-out accuracy after iteration NNN; iter_000 is the base model) and
+`iter_NNN/eval_heldout` (the task's held-out split), with the summary of
+`cotkit.harness.evaluate.evaluate` as result; an `iter_NNN/summary` phase holds the iteration's
+funnel counts. Everything else in metrics.jsonl is listed as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from cotkit.jsonl import atomic_write_text
+
+#: Funnel columns shown when a summary row has them, in this order, with their headers.
+FUNNEL_COLUMNS = (
+    ("questions", "questions"),
+    ("samples", "samples"),
+    ("correct", "correct"),
+    ("unparseable", "unparseable"),
+    ("rationalized", "rationalized"),
+    ("train_examples", "train ex."),
+    ("train_tokens", "train tokens"),
+    ("steps", "steps"),
+)
+
+
+def iteration_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per iteration: `dev` (eval summary), `heldout`, `summary` (funnel) where recorded."""
+    by_iter: dict[int, dict[str, Any]] = {}
+    for row in metrics:
+        m = re.fullmatch(r"iter_(\d+)/(eval_dev|eval_heldout|summary)", str(row.get("phase", "")))
+        if not m:
+            continue
+        it = int(m.group(1))
+        key = {"eval_dev": "dev", "eval_heldout": "heldout", "summary": "summary"}[m.group(2)]
+        by_iter.setdefault(it, {"iteration": it})[key] = row
+    return [by_iter[i] for i in sorted(by_iter)]
+
+
+def fmt_acc(ev: dict[str, Any] | None) -> str:
+    """`41.0% [31.2, 51.6] (n=100)` from an eval summary."""
+    if not ev or ev.get("accuracy") is None:
+        return "–"
+    n = ev.get("n", 0) - ev.get("errors", 0)
+    return f"{100 * ev['accuracy']:.1f}% [{100 * ev.get('ci_low', 0):.1f}, {100 * ev.get('ci_high', 0):.1f}] (n={n})"
+
+
+def iteration_table(rows: list[dict[str, Any]], title: str = "iterations") -> Any:
+    """A rich table of iterations: dev accuracy with its CI and the funnel."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("iter", justify="right")
+    table.add_column("dev accuracy [95% CI]", justify="right")
+    present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
+    for _, header in present:
+        table.add_column(header, justify="right")
+    for r in rows:
+        s = r.get("summary") or {}
+        table.add_row(str(r["iteration"]), fmt_acc(r.get("dev")), *[_cell(s.get(k)) for k, _ in present])
+    return table
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict[str, Any]], title: str | None = None) -> Path:
+    """Write report.md and accuracy.png into the run directory; return the report's path."""
+    run_dir = Path(run_dir)
+    rows = iteration_rows(metrics)
+    method = config.get("method", "?")
+    lines = [f"# {title or method} run: {config.get('task')} on {config.get('model')}", ""]
+    lines += [
+        f"- method: `{method}`, seed {config.get('seed')}",
+        f"- options: `{_options_line(config.get(method) or {})}`",
+        "",
+    ]
+    if any("dev" in r for r in rows):
+        lines += ["## Held-out (dev) accuracy per iteration", "", "Iteration 0 is the base model.", ""]
+        present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
+        header = ["iteration", "dev accuracy [95% CI]", *[h for _, h in present]]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for r in rows:
+            s = r.get("summary") or {}
+            lines.append("| " + " | ".join([str(r["iteration"]), fmt_acc(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]) + " |")
+        lines.append("")
+        lines.append("![held-out accuracy per iteration](accuracy.png)")
+        lines.append("")
+    held = [r for r in rows if "heldout" in r]
+    if held:
+        lines += ["## Final evaluation on the task's held-out split", ""]
+        lines.append("| model | split | accuracy [95% CI] | unparseable |")
+        lines.append("|---|---|---|---|")
+        for r in held:
+            ev = r["heldout"]
+            who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
+            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
+        if len(held) >= 2:
+            a, b = held[0]["heldout"], held[-1]["heldout"]
+            delta = 100 * (b["accuracy"] - a["accuracy"])
+            overlap = not (b.get("ci_low", 0) > a.get("ci_high", 1) or a.get("ci_low", 0) > b.get("ci_high", 1))
+            lines.append("")
+            lines.append(
+                f"Change: {delta:+.1f} points"
+                + (" (the 95% intervals overlap: not a significant difference at this n)." if overlap else " (the 95% intervals do not overlap).")
+            )
+        lines.append("")
+    timing = [m for m in metrics if m.get("seconds") is not None]
+    if timing:
+        total = sum(float(m["seconds"]) for m in timing)
+        lines += ["## Phases", "", f"{len(timing)} phases, {total / 60:.1f} minutes of compute in total.", ""]
+        lines.append("| phase | seconds |")
+        lines.append("|---|---|")
+        for m in timing:
+            lines.append(f"| {m['phase']} | {float(m['seconds']):.1f} |")
+        lines.append("")
+    plot_accuracy(rows, run_dir / "accuracy.png", title=f"{method}: {config.get('task')}")
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _options_line(opts: dict[str, Any], prefix: str = "") -> str:
+    parts = []
+    for k, v in opts.items():
+        if isinstance(v, dict):
+            parts.append(_options_line(v, f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k}={v}")
+    return " ".join(p for p in parts if p)
+
+
+def plot_accuracy(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Dev accuracy per iteration with 95% CIs (and held-out points), saved as a PNG."""
+    dev = [r for r in rows if "dev" in r]
+    held = [r for r in rows if "heldout" in r]
+    if not dev and not held:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for series, label, marker in ((dev, "dev (held out from train)", "o"), (held, "held-out split", "s")):
+        if not series:
+            continue
+        key = "dev" if series is dev else "heldout"
+        xs = [r["iteration"] for r in series]
+        ys = [100 * r[key]["accuracy"] for r in series]
+        lo = [100 * (r[key]["accuracy"] - r[key].get("ci_low", r[key]["accuracy"])) for r in series]
+        hi = [100 * (r[key].get("ci_high", r[key]["accuracy"]) - r[key]["accuracy"]) for r in series]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, capsize=4, label=label)
+    ax.set_xlabel("iteration (0 = base model)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.set_xticks(sorted({r["iteration"] for r in rows}))
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    # No software/date metadata, so the same run always gives the same bytes.
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+    return path

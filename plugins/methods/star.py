@@ -1,0 +1,362 @@
+"""STaR, the Self-Taught Reasoner (Zelikman, Wu, Mu, Goodman 2022, arXiv 2203.14465).
+
+Each iteration: sample a rationale for every training question with few-shot CoT prompts; keep the
+ones whose answer the task's verifier marks correct; for the failures, *rationalize* (prompt again
+with the gold answer as a hint) and keep the rationales that reach it, stored with the hint-free
+prompt; fine-tune the base model on all kept rationales (steps growing 20% per iteration); sample
+the next iteration from the new model. Dev accuracy is measured after every iteration with the same
+verifier (iteration 0 = the base model), and the task's held-out split is scored at the end.
+
+Variants: `--no-rationalize` (STaR without rationalization), `--samples-per-question K` with
+`--temperature` > 0 (rejection-sampling fine-tuning / expert iteration / ReST-EM, duplicates
+removed), `--init last` (continue from the previous iteration's model instead of the base).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotkit.config import option
+from cotkit.contracts import PROMPT_STYLES, Method, SamplingParams
+from cotkit.errors import ConfigError
+from cotkit.harness.train import SFTConfig
+
+
+@dataclass
+class StarConfig:
+    """Options of `cotkit train --method star` (`cotkit show star` lists them)."""
+
+    iterations: int = option(3, help="Outer-loop iterations (sample, rationalize, fine-tune, evaluate).")
+    style: str = option("fewshot", help="Prompt style for sampling, training and evaluation.", choices=PROMPT_STYLES)
+    rationalize: bool = option(True, help="Retry failed questions with the gold answer as a hint (--no-rationalize: off).")
+    samples_per_question: int = option(
+        1, help="Rationales sampled per question; more than 1 (with --temperature > 0) is rejection-sampling fine-tuning."
+    )
+    temperature: float = option(0.0, help="Sampling temperature for rationales (0: greedy, as in the paper).")
+    top_p: float = option(1.0, help="Nucleus sampling for rationales.")
+    max_new_tokens: int = option(256, help="Longest rationale in tokens (sampling and evaluation).")
+    dedup: bool = option(True, help="Keep one copy of identical rationales for the same question.")
+    max_per_question: int | None = option(None, help="Keep at most this many correct rationales per question.")
+    drop_truncated: bool = option(True, help="Discard rationales that hit --max-new-tokens before ending.")
+    trim: bool = option(True, help="Cut a kept rationale after the task's answer sentence (drops text after the answer).")
+    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
+    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
+    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
+    final_eval: bool = option(True, help="Score the base and the final model on the task's held-out split.")
+    init: str = option(
+        "base", help="Fine-tune each iteration from the base model (paper) or continue from the last one.", choices=("base", "last")
+    )
+    steps: int = option(40, help="Optimizer steps in iteration 1 (the reference code's 40).")
+    step_growth: float = option(1.2, help="Factor by which the steps grow each iteration (paper: 20%).")
+    keep_checkpoints: str = option(
+        "all", help="Keep every iteration's checkpoint, or only the last (saves disk).", choices=("all", "last")
+    )
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
+        if self.samples_per_question < 1:
+            raise ConfigError(f"samples_per_question must be at least 1, got {self.samples_per_question}")
+        if self.samples_per_question > 1 and self.temperature <= 0:
+            raise ConfigError(
+                f"samples_per_question={self.samples_per_question} at temperature 0 gives identical samples; "
+                "set --temperature (e.g. 0.7)"
+            )
+        if self.steps < 1 or self.step_growth <= 0:
+            raise ConfigError("steps must be at least 1 and step_growth positive")
+        for name in ("max_new_tokens",):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("max_per_question", "train_limit", "dev_limit", "heldout_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+
+
+def steps_at(cfg: StarConfig, iteration: int) -> int:
+    """Optimizer steps of an iteration (1-based): `steps * step_growth ** (iteration - 1)`, rounded."""
+    return max(1, round(cfg.steps * cfg.step_growth ** (iteration - 1)))
+
+
+class Models:
+    """The one sampling backend a run holds at a time, loaded on first use, closed before training."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.path: str | None = None
+        self.backend: Any = None
+
+    def get(self, path: str) -> Any:
+        if self.backend is not None and self.path == path:
+            return self.backend
+        self.close()
+        self.backend = self.ctx.backend(self.ctx.model_path(path))
+        self.path = path
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend, self.path = None, None
+
+
+class Star(Method):
+    """STaR: bootstrap rationales by sampling, filtering and rationalizing, then fine-tune; repeat."""
+
+    name = "star"
+    paper = "Zelikman, Wu, Mu, Goodman. STaR: Bootstrapping Reasoning With Reasoning. NeurIPS 2022 (arXiv 2203.14465)"
+    Config = StarConfig
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        """The STaR loop, top to bottom; every step is a resumable phase."""
+        cfg: StarConfig = ctx.options
+        task = ctx.task
+        fit = task.examples("fit", limit=cfg.train_limit)
+        dev = task.examples("dev", limit=cfg.dev_limit)
+        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
+        if not fit:
+            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
+        if not dev:
+            raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
+        by_id = {e.id: e for e in fit}
+        models = Models(ctx)
+        base = "base"  # model references are "base" or a folder relative to the run directory
+        try:
+            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, base, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev"))
+            if heldout:
+                ctx.phase(
+                    "iter_000/eval_heldout",
+                    lambda: self.evaluate(ctx, models, base, heldout, ctx.iter_dir(0) / "eval_heldout.jsonl", task.heldout_split),
+                )
+            ctx.write_report()
+            current = base
+            for it in range(1, cfg.iterations + 1):
+                d = ctx.iter_dir(it)
+                name = f"iter_{it:03d}"
+                sampled = ctx.phase(f"{name}/sample", lambda: self.sample(ctx, models, current, fit, d / "samples.jsonl", f"{name}/sample", hint=False))
+                if cfg.rationalize:
+                    failed_ids = set(sampled["failed_ids"])
+                    failed = [e for e in fit if e.id in failed_ids]
+                    ctx.phase(
+                        f"{name}/rationalize",
+                        lambda: self.sample(ctx, models, current, failed, d / "rationalized.jsonl", f"{name}/rationalize", hint=True),
+                    )
+                models.close()  # free the sampler's memory before fine-tuning
+                built = ctx.phase(f"{name}/build", lambda: self.build_train_set(ctx, d, by_id))
+                if built["train_examples"] == 0:
+                    ctx.log(f"[yellow]{name}: no correct rationale to train on; the model is unchanged this iteration[/yellow]")
+                    trained = ctx.phase(f"{name}/train", lambda: {"checkpoint": current, "steps": 0, "skipped": True, "examples": 0})
+                else:
+                    init = base if cfg.init == "base" else current
+                    trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
+                current = trained["checkpoint"]
+                ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(ctx, models, current, dev, d / "eval_dev.jsonl", "dev"))
+                if heldout and it == cfg.iterations:
+                    ctx.phase(
+                        f"{name}/eval_heldout",
+                        lambda: self.evaluate(ctx, models, current, heldout, d / "eval_heldout.jsonl", task.heldout_split),
+                    )
+                ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
+                if cfg.keep_checkpoints == "last":
+                    self.prune_checkpoints(ctx, it)
+                ctx.show_iterations()
+                ctx.write_report()
+        finally:
+            models.close()
+        return {"final_checkpoint": current}
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def evaluate(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str) -> dict[str, Any]:
+        """Greedy accuracy of `model` on `examples` with the task's verifier."""
+        from cotkit.harness.evaluate import evaluate
+        from cotkit.harness.verify import make_verifier
+
+        cfg: StarConfig = ctx.options
+        task = ctx.task
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(cfg.style), seed=0)
+        verifier = make_verifier(None, task)
+        try:
+            summary = evaluate(task, examples, models.get(model), verifier, style=cfg.style, params=params, output=output)
+        finally:
+            verifier.close()
+        return {"split": split, "model": model, **summary}
+
+    def sample(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, phase: str, hint: bool) -> dict[str, Any]:
+        """Sample rationales (with the gold answer as a hint when rationalizing), verify, save every sample."""
+        from cotkit.harness.sample import sample
+        from cotkit.harness.verify import make_verifier, sample_row, verify_samples
+        from cotkit.jsonl import atomic_write_jsonl
+
+        cfg: StarConfig = ctx.options
+        task = ctx.task
+        params = SamplingParams(
+            n=cfg.samples_per_question, temperature=cfg.temperature, top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(cfg.style), seed=ctx.seed_for(phase),
+        )
+        samples = sample(task, examples, models.get(model), params, style=cfg.style, hint=hint, progress=True) if examples else []
+        verifier = make_verifier(None, task)
+        try:
+            verify_samples(samples, verifier)
+        finally:
+            verifier.close()
+        rows = []
+        for s in samples:
+            row = sample_row(s, include_prompt=True)
+            row["id"] = s.example.id
+            row["hint"] = hint
+            rows.append(row)
+        atomic_write_jsonl(output, rows)
+        correct_ids = {s.example.id for s in samples if s.verdict is not None and s.verdict.correct}
+        return {
+            "questions": len(examples),
+            "samples": len(samples),
+            "correct": sum(1 for s in samples if s.verdict is not None and s.verdict.correct),
+            "questions_correct": len(correct_ids),
+            "unparseable": sum(1 for s in samples if s.verdict is not None and s.verdict.status.value == "unparseable"),
+            "truncated": sum(1 for s in samples if _truncated(s.meta)),
+            "failed_ids": [e.id for e in examples if e.id not in correct_ids],
+        }
+
+    def build_train_set(self, ctx: Any, d: Path, by_id: dict[str, Any]) -> dict[str, Any]:
+        """Correct rationales (and rationalizations, hint removed) as training examples: d/train.jsonl."""
+        from cotkit.harness.train import TrainExample, completion_ids, render_prompt_ids
+        from cotkit.jsonl import atomic_write_jsonl
+
+        cfg: StarConfig = ctx.options
+        task = ctx.task
+        kept: list[TrainExample] = []
+        seen: dict[str, set[str]] = {}
+        counts = {"kept_correct": 0, "kept_rationalized": 0, "duplicates": 0, "dropped_truncated": 0, "over_cap": 0}
+        for fname, source in (("samples.jsonl", "correct"), ("rationalized.jsonl", "rationalized")):
+            path = d / fname
+            if not path.exists():
+                continue
+            for row in _read_rows(path):
+                if not row.get("correct"):
+                    continue
+                if cfg.drop_truncated and _truncated(row.get("meta") or {}):
+                    counts["dropped_truncated"] += 1
+                    continue
+                example = by_id[row["id"]]
+                completion = row["completion"]
+                if cfg.trim:
+                    completion = trim_after(completion, task.answer_sentence(example))
+                key = " ".join(completion.split())
+                got = seen.setdefault(example.id, set())
+                if cfg.dedup and key in got:
+                    counts["duplicates"] += 1
+                    continue
+                if cfg.max_per_question is not None and len(got) >= cfg.max_per_question:
+                    counts["over_cap"] += 1
+                    continue
+                got.add(key)
+                # The training prompt is the hint-free one: a rationalization is stored as if the
+                # model had produced it without being told the answer.
+                prompt = task.prompt(example, cfg.style, hint=False)
+                kept.append(TrainExample(prompt, completion, 1.0, {"id": example.id, "source": source}))
+                counts[f"kept_{source}"] += 1
+        atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])
+        tokens = self._count_tokens(ctx, kept)
+        return {
+            "train_examples": len(kept),
+            "train_questions": sum(1 for v in seen.values() if v),
+            **counts,
+            "train_tokens": tokens["tokens"],
+            "train_completion_tokens": tokens["completion_tokens"],
+        }
+
+    def _count_tokens(self, ctx: Any, kept: list[Any]) -> dict[str, int]:
+        if not kept:
+            return {"tokens": 0, "completion_tokens": 0}
+        from transformers import AutoTokenizer
+
+        from cotkit.harness.train import completion_ids, render_prompt_ids
+
+        tok = AutoTokenizer.from_pretrained(ctx.base_model)
+        prompt_tokens = sum(len(render_prompt_ids(tok, ex.prompt)) for ex in kept)
+        completion_tokens = sum(len(completion_ids(tok, ex.completion)) for ex in kept)
+        return {"tokens": prompt_tokens + completion_tokens, "completion_tokens": completion_tokens}
+
+    def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
+        """Fine-tune `init` on d/train.jsonl for this iteration's number of steps; d/checkpoint."""
+        from cotkit.harness.train import TrainExample, train
+
+        cfg: StarConfig = ctx.options
+        phase = f"iter_{iteration:03d}/train"
+        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
+        steps = steps_at(cfg, iteration)
+        with ctx.progress(f"train iter {iteration}", steps) as update:
+            result = train(
+                ctx.model_path(init), items, cfg.sft, steps, d / "checkpoint",
+                seed=ctx.seed_for(phase), state_dir=d / "train_state",
+                on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
+                fault_at_step=ctx.fault_step(phase),
+            )
+        return {
+            "checkpoint": f"{d.name}/checkpoint",
+            "steps": result.steps,
+            "examples": result.examples,
+            "dropped_too_long": result.dropped,
+            "first_loss": result.losses[0],
+            "final_loss": result.losses[-1],
+        }
+
+    def funnel(self, ctx: Any, it: int) -> dict[str, Any]:
+        """The iteration's funnel and phase times, as one metrics row."""
+        name = f"iter_{it:03d}"
+        s = ctx.result(f"{name}/sample")
+        r = ctx.result(f"{name}/rationalize") if ctx.done(f"{name}/rationalize") else {}
+        b = ctx.result(f"{name}/build")
+        t = ctx.result(f"{name}/train")
+        e = ctx.result(f"{name}/eval_dev")
+        times = {f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith(name + "/")}
+        return {
+            "questions": s["questions"],
+            "samples": s["samples"],
+            "correct": s["correct"],
+            "questions_correct": s["questions_correct"],
+            "unparseable": s["unparseable"],
+            "rationalization_attempts": r.get("samples", 0),
+            "rationalized": r.get("questions_correct", 0),
+            "train_examples": b["train_examples"],
+            "train_tokens": b["train_tokens"],
+            "steps": t.get("steps", 0),
+            "dev_accuracy": e["accuracy"],
+            "dev_ci_low": e["ci_low"],
+            "dev_ci_high": e["ci_high"],
+            "dev_n": e["n"],
+            **times,
+        }
+
+    def prune_checkpoints(self, ctx: Any, it: int) -> None:
+        """With keep_checkpoints=last, remove the checkpoints of earlier iterations (main process)."""
+        import shutil
+
+        from cotkit.run import is_main_process
+
+        if not is_main_process():
+            return
+        for prev in range(1, it):
+            ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
+            if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
+                shutil.rmtree(ck, ignore_errors=True)
+
+
+def trim_after(completion: str, sentence: str) -> str:
+    """The completion cut right after the first occurrence of `sentence` (unchanged if absent)."""
+    i = completion.find(sentence)
+    return completion[: i + len(sentence)] if i >= 0 else completion
+
+
+def _truncated(meta: dict[str, Any]) -> bool:
+    return meta.get("finish_reason") == "length"
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
