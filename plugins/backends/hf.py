@@ -498,5 +498,6 @@ class _Progress:
             self.bar.advance(self.task, count)
 
     def note(self, text: str) -> None:
-        if self.enabled:
-            self.bar.console.print(f"[yellow]{text}[/yellow]")
+        from cotkit.console import err
+
+        (self.bar.console if self.enabled else err).print(f"[yellow]{text}[/yellow]")
