@@ -9,3 +9,13 @@ def register_methods(register):
     from .star import Star
 
     register(Star)
+
+    from .pad import Pad
+
+    register(Pad)
+
+    from .finetune_cot import FinetuneCoT
+    from .irpo import IterativeRPO
+
+    register(FinetuneCoT)
+    register(IterativeRPO)

@@ -1,0 +1,652 @@
+"""PaD, program-aided distillation (Zhu, Qi, Zhang, Long, Lin, Zhou 2023, arXiv 2305.13888).
+
+A teacher (any backend and model; the student itself by default) writes a Python program for
+every training question with PAL's few-shot prompt (`tasks/pad/programs.yaml`); each program runs
+in cotkit's sandbox through the `program` verifier and is kept only if its result equals the gold
+answer. The student is fine-tuned on question -> program (`Q: ...\\n\\n# solution in Python:` ->
+`def solution(): ... return result`) through the shared fine-tuning step.
+
+Self-refinement: every failed teacher program (an exception, no result, or a wrong result) of a
+question that also has a correct program becomes a repair example: the question, the failed
+program and what went wrong in its run -> a correct program for that question. Repair examples are
+mixed into the same training set as the programs (one fine-tune, so one checkpoint does both).
+With `--repair-unsolved` the sampler is also asked to repair its failures on questions it never
+solved; verified repairs join the programs and the repair examples. At evaluation, the refinement
+pass (`--refine`) gives a program that fails or returns no result back to the student in the
+repair format and runs the new program (this needs no gold answer; a wrong but well-formed result
+cannot be noticed and is left alone).
+
+Step-verified decoding: the final student also decodes with step-level beam search scored by the
+`exec` step scorer (a partial program must run and bind new names), from `cotkit eval --search`.
+
+Rounds: round 1 samples from the teacher; with `--iterations N`, later rounds sample from the
+latest student (its own format), verify and repair the same way, and add what they keep to the
+teacher's data (PaD's iterative self-refinement). Each round fine-tunes from the base model
+(`--init base`) on everything kept so far.
+
+Evaluation: the base student (PAL few-shot prompt, as it has not learnt the student format) on
+dev and held-out; after each round the student on dev; after the last round on held-out three
+ways on the same examples: plain greedy, with the refinement pass, and with step verification.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotkit.config import option
+from cotkit.contracts import Method, SamplingParams
+from cotkit.errors import ConfigError
+from cotkit.harness.train import SFTConfig
+
+from .pad_programs import (
+    PROMPT_STYLES,
+    STOPS,
+    ProgramPrompts,
+    clean_program,
+    describe_failure,
+    program_key,
+    repair_prompt,
+    student_prompt,
+    teacher_repair_prompt,
+    wrong_result_feedback,
+)
+
+TEACHER = "teacher"  # the model reference of the teacher (students are "base" or a run folder)
+
+
+@dataclass
+class PadSFTConfig(SFTConfig):
+    """The shared fine-tuning step with defaults for distilling programs into a small student."""
+
+    learning_rate: float = option(2e-5, help="Peak learning rate (AdamW).")
+    warmup_steps: int = option(10, help="Optimizer steps of linear warm-up from 0 to the peak rate.")
+    batch_size: int = option(4, help="Sequences per micro-batch on each device.")
+    grad_accum: int = option(4, help="Micro-batches accumulated per optimizer step.")
+
+
+@dataclass
+class PadConfig:
+    """Options of `cotkit train --method pad` (`cotkit show pad` lists them)."""
+
+    teacher_model: str | None = option(None, help="Teacher model (hub id, folder, .gguf, alias); default: the student model itself.")
+    teacher_backend: str | None = option(None, help="Backend that runs the teacher (default: the run's --backend and its options).")
+    teacher_backend_options: dict[str, Any] = option(
+        default_factory=dict, help="Teacher backend options KEY=VALUE (repeatable), e.g. batch_size=8."
+    )
+    teacher_prompt: str = option("pal", help="Teacher prompt: PAL's few-shot programs as text, or as chat turns.", choices=("pal", "pal-chat"))
+    shots: int = option(8, help="PAL exemplars in few-shot prompts (teacher and base model), at most 8.")
+    samples_per_question: int = option(4, help="Programs the sampler writes per training question.")
+    temperature: float = option(0.7, help="Sampling temperature of the programs (0: greedy; then use 1 sample per question).")
+    top_p: float = option(1.0, help="Nucleus sampling for programs.")
+    max_new_tokens: int = option(320, help="Longest program in tokens (sampling, repairs and evaluation).")
+    dedup: bool = option(True, help="Keep one copy of programs with the same syntax tree for a question.")
+    max_per_question: int | None = option(None, help="Keep at most this many correct programs per question.")
+    drop_truncated: bool = option(True, help="Discard correct programs that hit --max-new-tokens before ending.")
+    strip_docstring: bool = option(True, help="Drop the docstring PAL repeats the question in from student targets.")
+    self_refine: bool = option(True, help="Mix repair examples (question, failed program, error or wrong result -> a correct program) into the training set.")
+    repair_wrong_results: bool = option(True, help="Also make repair examples of programs that ran but returned a wrong answer (else errors only).")
+    repairs_per_question: int = option(2, help="At most this many repair examples per question and round.")
+    repair_unsolved: bool = option(False, help="Ask the sampler to repair its failed programs of questions it never solved; keep the verified repairs.")
+    iterations: int = option(1, help="Rounds: 1 is PaD (teacher data); later rounds add verified programs and repairs sampled from the latest student.")
+    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
+    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
+    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
+    final_eval: bool = option(True, help="Score the base and the final student on the task's held-out split.")
+    base_prompt: str = option(
+        "pal", help="Prompt of the base student before training (it has not learnt the student format).", choices=tuple(PROMPT_STYLES)
+    )
+    refine: bool = option(True, help="Also evaluate with the refinement pass: a failing program goes back to the student with its error.")
+    refine_rounds: int = option(1, help="Refinement passes at most per question.")
+    step_verify: bool = option(True, help="Also evaluate with step-verified decoding (step-level beam search, `exec` step scorer).")
+    beam_width: int = option(4, help="Beams kept by step-verified decoding.")
+    step_scorer: str = option("exec", help="Step scorer of step-verified decoding.")
+    init: str = option("base", help="Fine-tune each round from the base model or continue from the last one.", choices=("base", "last"))
+    epochs: float = option(3.0, help="Passes over the training set per round (ignored when --steps is set).")
+    steps: int | None = option(None, help="Optimizer steps per round (default: from --epochs).")
+    keep_checkpoints: str = option("all", help="Keep every round's checkpoint, or only the last.", choices=("all", "last"))
+    verifier_options: dict[str, Any] = option(
+        default_factory=dict, help="Options of the program verifier KEY=VALUE, e.g. cpu_seconds=2 memory_mb=512 workers=2."
+    )
+    sft: PadSFTConfig = field(default_factory=PadSFTConfig)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
+        if self.samples_per_question < 1:
+            raise ConfigError(f"samples_per_question must be at least 1, got {self.samples_per_question}")
+        if self.samples_per_question > 1 and self.temperature <= 0:
+            raise ConfigError(
+                f"samples_per_question={self.samples_per_question} at temperature 0 gives identical programs; set --temperature (e.g. 0.7)"
+            )
+        if not 1 <= self.shots <= 8:
+            raise ConfigError(f"shots must be between 1 and 8 (PAL has 8 exemplars), got {self.shots}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        for name in ("max_new_tokens", "refine_rounds", "beam_width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.repairs_per_question < 0:
+            raise ConfigError(f"repairs_per_question must be 0 or more, got {self.repairs_per_question}")
+        for name in ("max_per_question", "train_limit", "dev_limit", "heldout_limit", "steps"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+
+
+class Models:
+    """The one backend a run holds at a time (teacher or a student), loaded on first use, closed before training."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.ref: str | None = None
+        self.backend: Any = None
+
+    def get(self, ref: str) -> Any:
+        if self.backend is not None and self.ref == ref:
+            return self.backend
+        self.close()
+        self.backend = self._teacher() if ref == TEACHER else self.ctx.backend(self.ctx.model_path(ref))
+        self.ref = ref
+        return self.backend
+
+    def _teacher(self) -> Any:
+        from cotkit.models import load_backend
+
+        cfg: PadConfig = self.ctx.options
+        run = self.ctx.run_config
+        model = cfg.teacher_model or self.ctx.base_model
+        if cfg.teacher_backend is None:
+            return load_backend(run.backend, model=model, **{**run.backend_options, **cfg.teacher_backend_options})
+        return load_backend(cfg.teacher_backend, model=model, **cfg.teacher_backend_options)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend, self.ref = None, None
+
+
+class Pad(Method):
+    """PaD: distil a teacher's sandbox-verified programs into a student; self-refinement; step-verified decoding."""
+
+    name = "pad"
+    paper = (
+        "Zhu, Qi, Zhang, Long, Lin, Zhou. PaD: Program-aided Distillation Can Teach Small Models Reasoning Better "
+        "than Chain-of-thought Fine-tuning. NAACL 2024 (arXiv 2305.13888)"
+    )
+    Config = PadConfig
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        """The PaD pipeline, top to bottom; every step is a resumable phase."""
+        from cotkit.plugins import host
+
+        self.cfg = cfg = ctx.options
+        task = ctx.task
+        fit = task.examples("fit", limit=cfg.train_limit)
+        dev = task.examples("dev", limit=cfg.dev_limit)
+        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
+        if not fit:
+            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
+        if not dev:
+            raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
+        by_id = {e.id: e for e in fit}
+        self.prompts = ProgramPrompts(task, cfg.shots)
+        self.verifier = host().get("verifier", "program")(**cfg.verifier_options)
+        models = Models(ctx)
+        base, current = "base", "base"
+        base_style = PROMPT_STYLES[cfg.base_prompt]
+        try:
+            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, base, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev", base_style))
+            if heldout:
+                ctx.phase(
+                    "iter_000/eval_heldout",
+                    lambda: self.evaluate(ctx, models, base, heldout, ctx.iter_dir(0) / "eval_heldout.jsonl", task.heldout_split, base_style),
+                )
+            ctx.write_report()
+            for it in range(1, cfg.iterations + 1):
+                d = ctx.iter_dir(it)
+                name = f"iter_{it:03d}"
+                sampler = TEACHER if it == 1 else current
+                sampled = ctx.phase(f"{name}/sample", lambda: self.sample_programs(ctx, models, sampler, fit, d / "samples.jsonl", f"{name}/sample"))
+                if cfg.repair_unsolved:
+                    ctx.phase(
+                        f"{name}/repair",
+                        lambda: self.repair_programs(ctx, models, sampler, by_id, d, set(sampled["unsolved_ids"]), f"{name}/repair"),
+                    )
+                models.close()  # free the sampler's memory before fine-tuning
+                built = ctx.phase(f"{name}/build", lambda: self.build_train_set(ctx, it, by_id))
+                if built["train_examples"] == 0:
+                    ctx.log(f"[yellow]{name}: no verified program to train on; the student is unchanged this round[/yellow]")
+                    trained = ctx.phase(f"{name}/train", lambda: {"checkpoint": current, "steps": 0, "skipped": True, "examples": 0})
+                else:
+                    init = base if cfg.init == "base" else current
+                    trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
+                current = trained["checkpoint"]
+                student_style = PROMPT_STYLES["student"] if current != base else base_style
+                ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(ctx, models, current, dev, d / "eval_dev.jsonl", "dev", student_style))
+                if heldout and it == cfg.iterations:
+                    split = task.heldout_split
+                    ctx.phase(
+                        f"{name}/eval_heldout",
+                        lambda: self.evaluate(ctx, models, current, heldout, d / "eval_heldout.jsonl", split, student_style),
+                    )
+                    if cfg.refine:
+                        ctx.phase(
+                            f"{name}/eval_heldout_refine",
+                            lambda: self.evaluate_refined(ctx, models, current, heldout, d / "eval_heldout.jsonl", d / "eval_heldout_refine.jsonl", split),
+                        )
+                    if cfg.step_verify and not step_search_available():
+                        ctx.log("[yellow]step-verified decoding needs cotkit's step-level beam search, which this installation lacks; skipped[/yellow]")
+                    elif cfg.step_verify:
+                        ctx.phase(
+                            f"{name}/eval_heldout_stepverify",
+                            lambda: self.evaluate_step_verified(ctx, models, current, heldout, d / "eval_heldout_stepverify.jsonl", split, student_style),
+                        )
+                ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
+                if cfg.keep_checkpoints == "last":
+                    self.prune_checkpoints(ctx, it)
+                ctx.show_iterations()
+                ctx.write_report()
+        finally:
+            models.close()
+            self.verifier.close()
+        return {"final_checkpoint": current}
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _params(self, style: str, n: int = 1, temperature: float = 0.0, seed: int = 0) -> SamplingParams:
+        cfg: PadConfig = self.cfg
+        return SamplingParams(
+            n=n, temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0, max_new_tokens=cfg.max_new_tokens,
+            stop=self.prompts.stop_sequences(style), seed=seed,
+        )
+
+    def evaluate(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str) -> dict[str, Any]:
+        """Greedy accuracy of a student on `examples`: its program is run in the sandbox and its result compared."""
+        from cotkit.harness.evaluate import evaluate
+
+        summary = evaluate(self.prompts, examples, models.get(model), self.verifier, style=style, params=self._params(style), output=output)
+        return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": "greedy", **summary}
+
+    def evaluate_refined(
+        self, ctx: Any, models: Models, model: str, examples: list[Any], plain: Path, output: Path, split: str
+    ) -> dict[str, Any]:
+        """The plain evaluation's programs with the refinement pass: failures go back to the student with their error.
+
+        Only what a run shows without the gold answer triggers a repair (an exception, a timeout,
+        no result, a result that is not a number, no program at all), so the number is a fair
+        inference-time accuracy on the same examples as the plain one.
+        """
+        from cotkit.harness.evaluate import wilson_interval
+        from cotkit.harness.verify import sample_row, summarize
+        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit.types import Sample
+
+        cfg: PadConfig = ctx.options
+        rows = _read_rows(plain)
+        if len(rows) != len(examples):
+            raise ConfigError(f"{plain}: {len(rows)} rows for {len(examples)} examples; the plain evaluation is incomplete")
+        samples = [Sample(example=ex, completion=row["completion"], stop=list(STOPS)) for ex, row in zip(examples, rows)]
+        checks = self.verifier.check(samples)
+        before = [c.verdict.correct for c in checks]
+        completions = [s.completion for s in samples]
+        rounds = [0] * len(samples)
+        history: list[list[dict[str, Any]]] = [[] for _ in samples]
+        params = self._params(PROMPT_STYLES["student"])
+        for _ in range(cfg.refine_rounds):
+            todo = []
+            for i, (ex, check) in enumerate(zip(examples, checks)):
+                shown, feedback = describe_failure(check, ex.answer_kind, cfg.strip_docstring, completions[i])
+                if feedback is not None:
+                    todo.append((i, repair_prompt(ex.question, shown, feedback), feedback))
+            if not todo:
+                break
+            grid = models.get(model).generate([p for _, p, _ in todo], params, progress=True)
+            fixed = [Sample(example=examples[i], completion=g[0].text, prompt=p, stop=list(STOPS)) for (i, p, _), g in zip(todo, grid)]
+            for (i, prompt, feedback), check, sample in zip(todo, self.verifier.check(fixed), fixed):
+                history[i].append({"feedback": feedback, "prompt": prompt, "completion": sample.completion, "verdict": check.verdict.status.value})
+                checks[i], completions[i] = check, sample.completion
+                rounds[i] += 1
+        out_rows = []
+        for ex, check, completion, r, h in zip(examples, checks, completions, rounds, history):
+            s = Sample(example=ex, completion=completion, verdict=check.verdict)
+            row = sample_row(s)
+            row.update({"id": ex.id, "refine_rounds": r, "refinements": h})
+            out_rows.append(row)
+        atomic_write_jsonl(output, out_rows)
+        summary = summarize([c.verdict for c in checks])
+        low, high = wilson_interval(summary["correct"], summary["n"] - summary["errors"])
+        refined = sum(1 for r in rounds if r)
+        return {
+            "split": split, "model": model, "prompt": "student", "decoding": f"greedy + refinement ({cfg.refine_rounds} round(s))",
+            **summary, "accuracy": round(summary["accuracy"], 6), "unparseable": round(summary["unparseable"], 6),
+            "ci_low": round(low, 6), "ci_high": round(high, 6), "examples": len(examples),
+            "refined": refined,
+            "fixed": sum(1 for b, c, r in zip(before, checks, rounds) if r and c.verdict.correct and not b),
+            "correct_before_refinement": sum(before),
+        }
+
+    def evaluate_step_verified(
+        self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str
+    ) -> dict[str, Any]:
+        """Accuracy with step-level beam search over program statements, scored by the step scorer."""
+        raise NotImplementedError  # filled in once the shared beam search lands
+
+    # -- data --------------------------------------------------------------------------------
+
+    def sample_programs(self, ctx: Any, models: Models, sampler: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
+        """Sample programs (teacher: PAL few-shot; a student: its own format), run each in the sandbox, save every one."""
+        from cotkit.harness.sample import sample
+
+        cfg: PadConfig = ctx.options
+        style = PROMPT_STYLES[cfg.teacher_prompt] if sampler == TEACHER else PROMPT_STYLES["student"]
+        params = self._params(style, n=cfg.samples_per_question, temperature=cfg.temperature, seed=ctx.seed_for(phase))
+        samples = sample(self.prompts, examples, models.get(sampler), params, style=style, progress=True)
+        checks = self.verifier.check(samples)
+        rows = [program_row(s, c, sampler, cfg) for s, c in zip(samples, checks)]
+        from cotkit.jsonl import atomic_write_jsonl
+
+        atomic_write_jsonl(output, rows)
+        solved = {r["id"] for r in rows if r["correct"]}
+        outcomes: dict[str, int] = {}
+        for r in rows:
+            outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        return {
+            "sampler": self._sampler_name(ctx, sampler),
+            "prompt": _prompt_name(style),
+            "questions": len(examples),
+            "generated": len(rows),
+            "programs": sum(1 for r in rows if r["program"] is not None),
+            "ran": outcomes.get("ok", 0),
+            "correct": sum(1 for r in rows if r["correct"]),
+            "questions_correct": len(solved),
+            "truncated": sum(1 for r in rows if r["truncated"]),
+            "outcomes": outcomes,
+            "unsolved_ids": [e.id for e in examples if e.id not in solved],
+        }
+
+    def repair_programs(
+        self, ctx: Any, models: Models, sampler: str, by_id: dict[str, Any], d: Path, unsolved: set[str], phase: str
+    ) -> dict[str, Any]:
+        """Ask the sampler to repair its failed programs of unsolved questions; run and keep every repair."""
+        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit.types import Sample
+
+        cfg: PadConfig = ctx.options
+        todo: list[tuple[Any, str, str]] = []
+        seen: dict[str, set[str]] = {}
+        for row in _read_rows(d / "samples.jsonl"):
+            if row["id"] not in unsolved or row.get("repair_feedback") is None:
+                continue
+            keys = seen.setdefault(row["id"], set())
+            key = program_key(row["repair_program"]) if row["program"] is not None else row["repair_program"]
+            if key in keys or len(keys) >= max(1, cfg.repairs_per_question):
+                continue
+            keys.add(key)
+            todo.append((by_id[row["id"]], row["repair_program"], row["repair_feedback"]))
+        if sampler == TEACHER:
+            style = PROMPT_STYLES[cfg.teacher_prompt]
+            prompts = [teacher_repair_prompt(ex.question, prog, fb, cfg.teacher_prompt) for ex, prog, fb in todo]
+        else:
+            style = PROMPT_STYLES["student"]
+            prompts = [repair_prompt(ex.question, prog, fb) for ex, prog, fb in todo]
+        params = self._params(style, n=1, temperature=cfg.temperature, seed=ctx.seed_for(phase))
+        grid = models.get(sampler).generate(prompts, params, progress=True) if prompts else []
+        samples = [Sample(example=ex, completion=g[0].text, stop=list(STOPS)) for (ex, _, _), g in zip(todo, grid)]
+        for s, g in zip(samples, grid):
+            s.meta = {"finish_reason": g[0].finish_reason, "n_tokens": g[0].n_tokens}
+        checks = self.verifier.check(samples)
+        rows = []
+        for (ex, prog, fb), s, c in zip(todo, samples, checks):
+            row = program_row(s, c, sampler, cfg)
+            row.update({"wrong_program": prog, "feedback": fb})
+            rows.append(row)
+        atomic_write_jsonl(d / "repaired.jsonl", rows)
+        return {
+            "attempts": len(rows),
+            "repaired": sum(1 for r in rows if r["correct"]),
+            "questions_repaired": len({r["id"] for r in rows if r["correct"]}),
+        }
+
+    def build_train_set(self, ctx: Any, it: int, by_id: dict[str, Any]) -> dict[str, Any]:
+        """Verified programs and repair examples of rounds 1..it as the training set: iter_NNN/train.jsonl."""
+        from cotkit.jsonl import atomic_write_jsonl
+
+        rounds = []
+        for i in range(1, it + 1):
+            d = ctx.path / f"iter_{i:03d}"
+            repaired = d / "repaired.jsonl"
+            rounds.append((_read_rows(d / "samples.jsonl"), _read_rows(repaired) if repaired.exists() else []))
+        items, counts = training_items(rounds, by_id, ctx.options)
+        atomic_write_jsonl(ctx.iter_dir(it) / "train.jsonl", [ex.to_dict() for ex in items])
+        tokens = _count_tokens(ctx, items)
+        return {**counts, "train_tokens": tokens["tokens"], "train_completion_tokens": tokens["completion_tokens"]}
+
+    def train(self, ctx: Any, init: str, d: Path, it: int) -> dict[str, Any]:
+        """Fine-tune `init` on d/train.jsonl; the checkpoint goes to d/checkpoint."""
+        from cotkit.harness.train import TrainExample, steps_for_epochs, train
+        from cotkit.run import world_size
+
+        cfg: PadConfig = ctx.options
+        phase = f"iter_{it:03d}/train"
+        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
+        steps = cfg.steps or steps_for_epochs(len(items), cfg.epochs, cfg.sft, world_size())
+        with ctx.progress(f"train round {it}", steps) as update:
+            result = train(
+                ctx.model_path(init), items, cfg.sft, steps, d / "checkpoint",
+                seed=ctx.seed_for(phase), state_dir=d / "train_state",
+                on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
+                fault_at_step=ctx.fault_step(phase),
+            )
+        return {
+            "checkpoint": f"{d.name}/checkpoint",
+            "steps": result.steps,
+            "examples": result.examples,
+            "dropped_too_long": result.dropped,
+            "first_loss": result.losses[0],
+            "final_loss": result.losses[-1],
+        }
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def funnel(self, ctx: Any, it: int) -> dict[str, Any]:
+        """The round's funnel (generated -> ran -> correct -> kept), accuracies and phase times as one metrics row."""
+        name = f"iter_{it:03d}"
+        s = ctx.result(f"{name}/sample")
+        r = ctx.result(f"{name}/repair") if ctx.done(f"{name}/repair") else {}
+        b = ctx.result(f"{name}/build")
+        t = ctx.result(f"{name}/train")
+        e = ctx.result(f"{name}/eval_dev")
+        row: dict[str, Any] = {
+            "questions": s["questions"],
+            "samples": s["generated"],
+            "generated": s["generated"],
+            "programs": s["programs"],
+            "ran": s["ran"],
+            "correct": s["correct"],
+            "questions_correct": s["questions_correct"],
+            "repair_attempts": r.get("attempts", 0),
+            "repaired": r.get("repaired", 0),
+            "kept": b["kept"],
+            "repair_examples": b["repair_examples"],
+            "train_examples": b["train_examples"],
+            "train_tokens": b["train_tokens"],
+            "steps": t.get("steps", 0),
+            "dev_accuracy": e["accuracy"],
+            "dev_ci_low": e["ci_low"],
+            "dev_ci_high": e["ci_high"],
+            "dev_n": e["n"],
+        }
+        for phase, key in (("eval_heldout", "heldout"), ("eval_heldout_refine", "heldout_refine"), ("eval_heldout_stepverify", "heldout_stepverify")):
+            if ctx.done(f"{name}/{phase}"):
+                ev = ctx.result(f"{name}/{phase}")
+                row.update({f"{key}_accuracy": ev["accuracy"], f"{key}_ci_low": ev["ci_low"], f"{key}_ci_high": ev["ci_high"], f"{key}_n": ev["n"]})
+        if ctx.done("iter_000/eval_heldout"):
+            ev = ctx.result("iter_000/eval_heldout")
+            row.update({"base_heldout_accuracy": ev["accuracy"], "base_heldout_n": ev["n"]})
+        row.update({f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith(name + "/")})
+        return row
+
+    def prune_checkpoints(self, ctx: Any, it: int) -> None:
+        """With keep_checkpoints=last, remove the checkpoints of earlier rounds (main process)."""
+        import shutil
+
+        from cotkit.run import is_main_process
+
+        if not is_main_process():
+            return
+        for prev in range(1, it):
+            ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
+            if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
+                shutil.rmtree(ck, ignore_errors=True)
+
+    @staticmethod
+    def _sampler_name(ctx: Any, sampler: str) -> str:
+        cfg: PadConfig = ctx.options
+        if sampler == TEACHER:
+            return f"teacher {cfg.teacher_model or ctx.run_config.model} ({cfg.teacher_backend or ctx.run_config.backend})"
+        return f"student {sampler}"
+
+
+# ------------------------------------------------------------------------------ the data
+
+
+def program_row(sample: Any, check: Any, sampler: str, cfg: PadConfig) -> dict[str, Any]:
+    """A sampled program as a JSONL row: verdict, the program as run, its outcome, and a failure's repair view.
+
+    `repair_program` / `repair_feedback` are what a repair example shows: the failed program
+    (docstring dropped if asked) and what went wrong in its run, or, for a program that ran and
+    answered wrongly, its wrong result; `failure` says which ("error" or "wrong_result"). All are
+    None for a correct program and for a sandbox failure, which says nothing about the program.
+    """
+    from cotkit.harness.verify import sample_row
+
+    sample.verdict = check.verdict
+    row = sample_row(sample)
+    shown, feedback, failure = None, None, None
+    if not check.verdict.correct:
+        shown, feedback = describe_failure(check, sample.example.answer_kind, cfg.strip_docstring, sample.completion)
+        failure = "error" if feedback is not None else None
+        if feedback is None:
+            feedback = wrong_result_feedback(check)
+            failure = "wrong_result" if feedback is not None else None
+    row.update(
+        {
+            "id": sample.example.id,
+            "sampler": sampler,
+            "program": check.program,
+            "outcome": check.result.outcome.value if check.result is not None else "no_program",
+            "error": check.result.error if check.result is not None else None,
+            "truncated": (sample.meta or {}).get("finish_reason") == "length",
+            "failure": failure,
+            "repair_program": shown if feedback is not None else None,
+            "repair_feedback": feedback,
+        }
+    )
+    return row
+
+
+def training_items(
+    rounds: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]], by_id: dict[str, Any], cfg: PadConfig
+) -> tuple[list[Any], dict[str, int]]:
+    """The training set from the rows of each round so far: (sampled rows, repaired rows) per round.
+
+    A correct program is kept once per question (same syntax tree = duplicate) as question ->
+    program. With `self_refine`, each failed program of a question that has a kept program becomes
+    a repair example (question, failed program, feedback -> a kept program, or the verified repair
+    of exactly that failure), at most `repairs_per_question` distinct ones per question.
+    """
+    from cotkit.harness.train import TrainExample
+
+    programs: dict[str, list[tuple[str, str]]] = {}  # id -> [(key, target program)]
+    failures: dict[str, list[tuple[str, str, str | None]]] = {}  # id -> [(shown, feedback, its fix)]
+    counts = {"kept_sampled": 0, "kept_repaired": 0, "duplicates": 0, "dropped_truncated": 0, "over_cap": 0}
+
+    def keep(qid: str, program: str, source: str) -> str | None:
+        have = programs.setdefault(qid, [])
+        key = program_key(program) if cfg.dedup else str(len(have))
+        for k, target in have:
+            if k == key:
+                counts["duplicates"] += 1
+                return target
+        if cfg.max_per_question is not None and len(have) >= cfg.max_per_question:
+            counts["over_cap"] += 1
+            return None
+        target = clean_program(program, cfg.strip_docstring)
+        have.append((key, target))
+        counts[f"kept_{source}"] += 1
+        return target
+
+    for sampled, repaired in rounds:
+        for row in sampled:
+            if row["correct"]:
+                if cfg.drop_truncated and row["truncated"]:
+                    counts["dropped_truncated"] += 1
+                else:
+                    keep(row["id"], row["program"], "sampled")
+            elif row.get("repair_feedback") is not None and (cfg.repair_wrong_results or row["failure"] != "wrong_result"):
+                failures.setdefault(row["id"], []).append((row["repair_program"], row["repair_feedback"], None))
+        for row in repaired:
+            if row["correct"] and not (cfg.drop_truncated and row["truncated"]):
+                fix = keep(row["id"], row["program"], "repaired")
+                failures.setdefault(row["id"], []).insert(0, (row["wrong_program"], row["feedback"], fix))
+    items: list[Any] = []
+    for qid, have in programs.items():
+        question = by_id[qid].question
+        items.extend(TrainExample(student_prompt(question), target, 1.0, {"id": qid, "kind": "program"}) for _, target in have)
+    repairs = 0
+    for qid, failed in failures.items() if cfg.self_refine else ():
+        have = programs.get(qid) or []
+        if not have:
+            continue  # no correct program to teach the repair with
+        question = by_id[qid].question
+        used: set[tuple[str, str]] = set()
+        for shown, feedback, fix in failed:
+            if len(used) >= cfg.repairs_per_question:
+                break
+            key = (program_key(shown), feedback)
+            if key in used:
+                continue
+            target = fix or have[len(used) % len(have)][1]
+            used.add(key)
+            items.append(TrainExample(repair_prompt(question, shown, feedback), target, 1.0, {"id": qid, "kind": "repair"}))
+            repairs += 1
+    return items, {
+        "kept": len(items) - repairs,
+        "train_questions": sum(1 for v in programs.values() if v),
+        "repair_examples": repairs,
+        "train_examples": len(items),
+        **counts,
+    }
+
+
+def step_search_available() -> bool:
+    """True when cotkit's step-level beam search (shared with `cotkit eval --search beam`) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("cotkit.harness.stepsearch") is not None
+
+
+def _prompt_name(style: str) -> str:
+    return {v: k for k, v in PROMPT_STYLES.items()}[style]
+
+
+def _count_tokens(ctx: Any, items: list[Any]) -> dict[str, int]:
+    """Prompt + completion tokens of a training set, with the student's tokenizer."""
+    if not items:
+        return {"tokens": 0, "completion_tokens": 0}
+    from transformers import AutoTokenizer
+
+    from cotkit.harness.train import completion_ids, render_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(ctx.base_model)
+    prompt_tokens = sum(len(render_prompt_ids(tok, ex.prompt)) for ex in items)
+    completion_tokens = sum(len(completion_ids(tok, ex.completion)) for ex in items)
+    return {"tokens": prompt_tokens + completion_tokens, "completion_tokens": completion_tokens}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
