@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "cotkit.cli.plugins_cmd",
     "cotkit.cli.score_cmd",
     "cotkit.cli.sample_cmd",
+    "cotkit.cli.eval_cmd",
     "cotkit.cli.models_cmd",
     "cotkit.cli.train_cmd",
     "cotkit.cli.show_cmd",

@@ -110,6 +110,11 @@ def doc_to_target(doc: dict[str, Any]) -> str:
     return doc["target"]
 
 
+def keep_all(resps: Any, docs: Any) -> Any:
+    """lm-eval filter: keep every sampled response of a document (the default keeps the first)."""
+    return resps
+
+
 def majority(verdicts: list[Any]) -> int | None:
     """Index of the sample whose normalized answer is most frequent (first on ties); None if none parsed."""
     keys = [v.normalized if v.normalized is not None else v.extracted for v in verdicts]
@@ -128,6 +133,8 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]
     from cotkit.harness.verify import verify_samples
     from cotkit.types import Sample, Status
 
+    if results and isinstance(results[0], list):  # the keep_all filter hands over all samples at once
+        results = results[0]
     task = _task(doc["cotkit_task"], doc["cotkit_data_dir"] or None, json.loads(doc["cotkit_options"]))
     row = json.loads(doc["raw"])
     example = task.example_from_row(row, 0)

@@ -43,6 +43,9 @@ def task_config(spec: str, stop: list[str]) -> dict:
         "doc_to_target": _Function("cotkit.lmeval.bridge.doc_to_target"),
         "process_results": _Function("cotkit.lmeval.bridge.process_results"),
         "generation_kwargs": {"until": stop, "do_sample": False, "max_gen_toks": 256},
+        # lm-eval's default filter keeps only the first of `repeats` samples; keep them all for voting.
+        "filter_list": [{"name": "none", "filter": [
+            {"function": "custom", "filter_fn": _Function("cotkit.lmeval.bridge.keep_all")}]}],
         "metric_list": METRICS,
         "num_fewshot": 0,
         "metadata": {"version": 1.0, "cotkit_task": spec},
