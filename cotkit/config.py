@@ -513,7 +513,7 @@ def resolve(
     run_field_names = {f.name for f in dataclasses.fields(RunConfig)}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
-        if key == method_name:
+        if key == method_name.replace("-", "_"):  # a method named with a hyphen (finetune-cot) keeps it in YAML
             merge_into(mcfg_cls, method_values, value, source, (method_name,))
         elif key in run_field_names:
             merge_into(RunConfig, run_values, {key: value}, source)
