@@ -1,0 +1,424 @@
+"""Use step scorers: score solutions, rerank N samples, weighted majority vote, step-level beam search.
+
+Aggregating step scores into a solution score (`aggregate`): `min` (a solution is as good as its
+worst step; the PRM papers' default), `prod` (every doubtful step costs), or `last` (the score
+of the final step). Best-of-N picks the highest solution score (the first on ties); the weighted
+vote adds the solution scores of the samples giving each answer and picks the heaviest answer.
+
+Beam search (`beam_search`) decodes a step at a time with any Backend (only `generate` is
+needed, plus `loglikelihood` when the model's log-probability is mixed in): every live beam is
+extended with `expand` sampled next steps, each candidate is scored with the step scorer, and
+the `beam_width` best partial solutions (finished ones included) survive. A text step ends at a
+newline; a program step at the end of a statement (lines are generated until the statement
+parses, so a `for` header is never a step on its own). A solution ends when it states its answer
+(an answer cue such as "The answer is"), a program returns from its function or closes its
+fence, a stop sequence of the task appears, two blank lines follow each other, or the step or
+token budget runs out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cotkit.contracts import Backend, Generation, SamplingParams, StepScorer
+from cotkit.errors import ConfigError
+from cotkit.types import Example, Prompt
+
+AGGREGATES = ("min", "prod", "last")
+
+
+def aggregate(scores: Sequence[float], how: str = "min") -> float:
+    """One solution score from its step scores: min, prod or last; 0.0 for a solution with no steps."""
+    if how not in AGGREGATES:
+        from cotkit.errors import UnknownNameError
+
+        raise UnknownNameError("aggregation", how, AGGREGATES)
+    if not scores:
+        return 0.0
+    if how == "min":
+        return float(min(scores))
+    if how == "prod":
+        return float(math.prod(scores))
+    return float(scores[-1])
+
+
+def score_many(scorer: StepScorer, items: list[tuple[Example | None, list[str]]]) -> list[list[float]]:
+    """Step scores of many solutions: the scorer's batched `score_many` when it has one.
+
+    Checks the scorer's answer: one finite score per step (a NaN or a missing score is a bug in
+    the scorer, reported with its name rather than ranked silently).
+    """
+    batched = getattr(scorer, "score_many", None)
+    if batched is not None:
+        out = batched(items)
+    else:
+        out = [scorer.score_steps(ex, steps) if steps else [] for ex, steps in items]  # type: ignore[arg-type]
+    if len(out) != len(items):
+        raise ConfigError(f"step scorer {scorer.name} returned {len(out)} score lists for {len(items)} solutions")
+    for (_, steps), scores in zip(items, out):
+        if len(scores) != len(steps) or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores):
+            raise ConfigError(f"step scorer {scorer.name} returned {list(scores)[:5]} for {len(steps)} steps")
+    return [[float(s) for s in scores] for scores in out]
+
+
+@dataclass
+class ScoredSolution:
+    """A completion cut into steps, with a score per step and the aggregated solution score."""
+
+    steps: list[str]
+    step_scores: list[float]
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields a per-sample JSONL row records."""
+        return {
+            "steps": self.steps,
+            "step_scores": [round(s, 6) for s in self.step_scores],
+            "solution_score": round(self.score, 6),
+        }
+
+
+def score_solutions(
+    scorer: StepScorer, example: Example | None, completions: list[str], how: str = "min"
+) -> list[ScoredSolution]:
+    """Split each completion with the scorer, score its steps, aggregate."""
+    steps = [scorer.split(c, example) for c in completions]
+    scores = score_many(scorer, [(example, s) for s in steps])
+    return [ScoredSolution(st, sc, aggregate(sc, how)) for st, sc in zip(steps, scores)]
+
+
+def best_of_n(scores: Sequence[float]) -> int | None:
+    """Index of the highest-scored sample (the first on ties); None for no samples."""
+    if not scores:
+        return None
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> int | None:
+    """Index of the first sample giving the answer with the largest total weight.
+
+    Samples without an answer (None) do not vote. Ties between answers go to the answer with more
+    votes, then to the one seen first; when every weight is zero the vote is a plain majority.
+    """
+    if len(answers) != len(weights):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, (a, w) in enumerate(zip(answers, weights)):
+        if a is None:
+            continue
+        total[a] = total.get(a, 0.0) + max(0.0, float(w))
+        count[a] = count.get(a, 0) + 1
+        first.setdefault(a, i)
+    if not total:
+        return None
+    best = max(total, key=lambda a: (total[a], count[a], -first[a]))
+    return first[best]
+
+
+# ------------------------------------------------------------------------------ beam search
+
+
+@dataclass
+class BeamSettings:
+    """How step-level beam search runs."""
+
+    beam_width: int = 4
+    #: Candidate next steps sampled from each live beam (the first step samples beam_width x expand).
+    expand: int = 4
+    max_steps: int = 24
+    #: Tokens one generated line may take (a longer line is continued in the next step).
+    step_tokens: int = 96
+    #: Tokens a whole solution may take.
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 1.0
+    aggregate: str = "min"
+    #: Weight of the model's mean token log-probability in a beam's score (0: step scores only).
+    logprob_weight: float = 0.0
+    #: Lines generated at most to complete one program statement.
+    max_lines_per_step: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("beam_width", "expand", "max_steps", "step_tokens", "max_new_tokens", "max_lines_per_step"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"beam search: {name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("beam search: temperature must be >= 0 and top-p in (0, 1]")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"beam search: aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}")
+        if not math.isfinite(self.logprob_weight) or self.logprob_weight < 0:
+            raise ConfigError(f"beam search: logprob weight must be a non-negative number, got {self.logprob_weight}")
+
+
+@dataclass
+class Beam:
+    """One partial (or finished) solution: its text, its steps and their scores."""
+
+    text: str = ""
+    steps: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    tokens: int = 0
+    #: Why it finished: answer, return, fence, stop, blank, invalid, length, max_steps ("" while live).
+    finish: str = ""
+    #: Sum of the model's token log-probabilities of `text` (only with a logprob weight).
+    logprob: float | None = None
+    #: Blank lines generated in a row just now (two end the solution).
+    blank_run: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the solution is finished."""
+        return bool(self.finish)
+
+    def value(self, settings: BeamSettings) -> float:
+        """The ranking score: aggregated step scores, plus the weighted mean token log-probability."""
+        v = aggregate(self.scores, settings.aggregate) if self.scores else 0.0
+        if settings.logprob_weight and self.logprob is not None:
+            v += settings.logprob_weight * self.logprob / max(1, self.tokens)
+        return v
+
+    def to_dict(self, settings: BeamSettings) -> dict[str, Any]:
+        """What the per-sample JSONL records about a beam."""
+        d = {
+            "steps": self.steps, "step_scores": [round(s, 6) for s in self.scores],
+            "beam_score": round(self.value(settings), 6), "finish": self.finish, "tokens": self.tokens,
+        }  # fmt: skip
+        if self.logprob is not None:
+            d["logprob"] = round(self.logprob, 4)
+        return d
+
+
+@dataclass
+class SearchResult:
+    """The final beams of one prompt, best first."""
+
+    beams: list[Beam]
+
+    @property
+    def best(self) -> Beam:
+        """The highest-ranked finished solution."""
+        return self.beams[0]
+
+    def texts(self, n: int) -> list[str]:
+        """The n best solutions' texts (the best repeated when fewer beams survived)."""
+        texts = [b.text for b in self.beams[:n]]
+        return texts + [self.beams[0].text] * (n - len(texts))
+
+
+def step_unit_of(scorer: StepScorer) -> str:
+    """`program` for scorers of program statements (exec), else `text` (lines)."""
+    unit = getattr(scorer, "step_unit", "text")
+    return "program" if unit == "program" else "text"
+
+
+def beam_search(
+    backend: Backend,
+    prompts: list[Prompt],
+    scorer: StepScorer,
+    settings: BeamSettings | None = None,
+    examples: Sequence[Example | None] | None = None,
+    stop: Sequence[str] = (),
+    unit: str | None = None,
+) -> list[SearchResult]:
+    """Step-level beam search for each prompt; results in prompt order, each with its beams best first.
+
+    `examples` (aligned with prompts) are handed to the step scorer; `stop` are the task's stop
+    sequences (a solution ends where one appears). `unit` is `text` or `program` (default: from
+    the scorer). Deterministic for a given seed and backend.
+    """
+    settings = settings or BeamSettings()
+    unit = unit or step_unit_of(scorer)
+    if unit not in ("text", "program"):
+        raise ConfigError(f"beam search: unit must be text or program, not {unit!r}")
+    examples = list(examples) if examples is not None else [None] * len(prompts)
+    if len(examples) != len(prompts):
+        raise ConfigError(f"beam search: {len(examples)} examples for {len(prompts)} prompts")
+    contexts = [_continuable(backend, p) for p in prompts]
+    search = _Search(backend, scorer, settings, unit, list(stop), contexts, examples, prompts)
+    return search.run()
+
+
+def _continuable(backend: Backend, prompt: Prompt) -> Callable[[str], Prompt]:
+    """A function giving the prompt continued by a partial solution."""
+    if isinstance(prompt, str):
+        return lambda text: prompt + text
+    render = getattr(backend, "render", None)
+    if render is None:
+        raise ConfigError(
+            f"beam search with chat prompts needs a backend that renders chat templates; backend {backend.name} "
+            "does not: use --style fewshot or zeroshot"
+        )
+    rendered = render(prompt)
+    return lambda text: rendered + text
+
+
+class _Search:
+    """The state of one beam search over several prompts (all advanced together, one batch per step)."""
+
+    def __init__(self, backend, scorer, settings, unit, stop, contexts, examples, prompts):
+        self.backend, self.scorer, self.s, self.unit = backend, scorer, settings, unit
+        self.stop, self.contexts, self.examples, self.prompts = stop, contexts, examples, prompts
+        self.beams: list[list[Beam]] = [[Beam()] for _ in prompts]
+
+    def run(self) -> list[SearchResult]:
+        for step in range(self.s.max_steps):
+            live = [(i, b) for i, beams in enumerate(self.beams) for b in beams if not b.done]
+            if not live:
+                break
+            per_beam = self.s.expand * (self.s.beam_width if step == 0 else 1)
+            candidates = self._expand(live, per_beam, step)
+            self._score([(i, c) for i, c in candidates if len(c.scores) < len(c.steps)])
+            if self.s.logprob_weight:
+                self._logprobs([(i, c) for i, c in candidates if c.logprob is None])
+            for i in range(len(self.beams)):
+                pool = [c for j, c in candidates if j == i]
+                if pool:
+                    self.beams[i] = self._rank(pool)[: self.s.beam_width]
+        for beams in self.beams:
+            for b in beams:
+                b.finish = b.finish or "max_steps"
+        return [SearchResult(self._rank(beams)) for beams in self.beams]
+
+    # -- generation --------------------------------------------------------------------------
+
+    def _generate(self, items: list[tuple[int, Beam]], n: int, seed: int) -> list[list[Generation]]:
+        prompts = [self.contexts[i](b.text) for i, b in items]
+        params = SamplingParams(
+            n=n, temperature=self.s.temperature, top_p=self.s.top_p, max_new_tokens=self.s.step_tokens,
+            stop=["\n"], seed=seed,
+        )  # fmt: skip
+        grid = self.backend.generate(prompts, params, progress=False)
+        if len(grid) != len(prompts) or any(len(g) != n for g in grid):
+            from cotkit.errors import ModelError
+
+            raise ModelError(f"backend {self.backend.name} returned a wrong number of generations during beam search")
+        return grid
+
+    def _expand(self, live: list[tuple[int, Beam]], per_beam: int, step: int) -> list[tuple[int, Beam]]:
+        """New candidates from every live beam, plus the finished beams carried over unchanged."""
+        seed = self.s.seed + 1000 * step
+        grid = self._generate(live, per_beam, seed)
+        out: list[tuple[int, Beam]] = []
+        pending: list[tuple[int, Beam]] = []
+        for (i, parent), gens in zip(live, grid):
+            for g in gens:
+                cand = self._extend(parent, g, new_step=True)
+                (pending if self._needs_more(cand) else out).append((i, cand))
+        for extra in range(1, self.s.max_lines_per_step):  # program statements spanning several lines
+            if not pending:
+                break
+            grid = self._generate(pending, 1, seed + extra)
+            still: list[tuple[int, Beam]] = []
+            for (i, cand), gens in zip(pending, grid):
+                cand = self._extend(cand, gens[0], new_step=False)
+                (still if self._needs_more(cand) else out).append((i, cand))
+            pending = still
+        out.extend(pending)  # a statement unfinished after max_lines_per_step lines is scored as it is
+        out.extend((i, b) for i, beams in enumerate(self.beams) for b in beams if b.done)
+        unique: dict[tuple[int, str], tuple[int, Beam]] = {}  # the same text reached twice is one candidate
+        for i, c in out:
+            unique.setdefault((i, c.text), (i, c))
+        return list(unique.values())
+
+    def _extend(self, parent: Beam, g: Generation, new_step: bool) -> Beam:
+        """The beam with one more generated line: a new step, or the next line of the step being generated."""
+        add = g.text + ("\n" if g.finish_reason != "length" else "")
+        blank = not g.text.strip()
+        steps, scores = list(parent.steps), list(parent.scores)
+        if new_step and blank and steps:
+            steps[-1] += add  # a blank line is not a step: it joins the one before, whose score stands
+        elif new_step:
+            steps.append(add)
+        else:  # the next line of an unfinished program statement: the step is scored once complete
+            steps[-1] += add
+            scores = scores[: len(steps) - 1]
+        beam = Beam(parent.text + add, steps, scores, parent.tokens + g.n_tokens, blank_run=parent.blank_run + 1 if blank else 0)
+        self._check_end(beam, add)
+        return beam
+
+    def _needs_more(self, beam: Beam) -> bool:
+        """A program step whose statement is not complete yet (and the solution is not over)."""
+        if self.unit != "program" or beam.done:
+            return False
+        from cotkit.steps import split_program
+
+        split = split_program(beam.text)
+        return split.tail == "incomplete" or (split.tail == "" and split.complete < len(beam.steps))
+
+    def _check_end(self, beam: Beam, added: str) -> None:
+        """Mark the beam finished when its solution is over, cutting at a stop sequence."""
+        from cotkit import answers
+
+        cut = answers.cut_completion(beam.text, self.stop)
+        if len(cut.rstrip()) < len(beam.text.rstrip()):
+            _truncate(beam, cut)
+            beam.finish = "stop"
+            return
+        if beam.blank_run >= 2:
+            beam.finish = "blank"
+        elif beam.tokens >= self.s.max_new_tokens:
+            beam.finish = "length"
+        if self.unit == "text":
+            if added.strip() and answers.find_cues(added):
+                beam.finish = "answer"
+            return
+        from cotkit.steps import split_program
+
+        split = split_program(beam.text)
+        if split.closed:
+            beam.finish = "fence"
+        elif split.tail == "invalid":
+            beam.finish = "invalid"  # no continuation makes it parse again; the scorer fails the step
+        elif split.returned:
+            beam.finish = "return"
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def _score(self, candidates: list[tuple[int, Beam]]) -> None:
+        todo = [(i, b) for i, b in candidates if b.steps]
+        if not todo:
+            return
+        items = [(self.examples[i], b.steps) for i, b in todo]
+        for (_, b), scores in zip(todo, score_many(self.scorer, items)):
+            b.scores = scores
+
+    def _logprobs(self, candidates: list[tuple[int, Beam]]) -> None:
+        if not candidates:
+            return
+        pairs = [(self.prompts[i], b.text) for i, b in candidates]
+        for (_, b), lp in zip(candidates, self.backend.loglikelihood(pairs)):
+            b.logprob = float(lp)
+
+    def _rank(self, beams: list[Beam]) -> list[Beam]:
+        return sorted(beams, key=lambda b: -b.value(self.s))  # stable: earlier candidates win ties
+
+
+def _truncate(beam: Beam, cut: str) -> None:
+    """Cut a beam's text and steps at `cut` (a prefix of its text); the changed last step loses its score."""
+    steps: list[str] = []
+    pos = 0
+    for s in beam.steps:
+        if pos >= len(cut):
+            break
+        steps.append(s[: len(cut) - pos])
+        pos += len(s)
+    while steps and not steps[-1].strip():  # whitespace left after the cut joins the step before
+        tail = steps.pop()
+        if steps:
+            steps[-1] += tail
+    kept = sum(1 for a, b in zip(steps, beam.steps) if a == b)
+    beam.text = "".join(steps) if steps else ""
+    beam.steps = steps
+    beam.scores = beam.scores[: min(kept, len(steps))]
+
+
+__all__ = [
+    "AGGREGATES", "Beam", "BeamSettings", "ScoredSolution", "SearchResult", "aggregate", "beam_search",
+    "best_of_n", "score_many", "score_solutions", "step_unit_of", "weighted_vote",
+]  # fmt: skip

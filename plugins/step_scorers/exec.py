@@ -1,0 +1,187 @@
+"""`exec`: run each prefix of a program in the sandbox; a step is good when it runs and binds a new name.
+
+A completion is split into statements (`cotkit.steps.split_program`: fenced or bare programs,
+`def solution(): ...` or a bare function body). The program up to and including step k runs in
+`cotkit.sandbox` (never in this process) with its bound names reported; the function being
+written (`solution`, or the last top-level function without parameters) is called so the names
+its body binds count too. Scores:
+
+- 1.0: the prefix runs without error and binds a name the prefix before it did not (or it
+  returns a value: the final `return`);
+- `neutral` (default 0.5): it runs but binds nothing new (a `print`, `total += x`, a comment),
+  its last statement is still incomplete, or the sandbox itself failed (never counted as wrong);
+- 0.0: it raises, runs out of CPU time or memory, prints too much, or does not parse.
+
+A step after a failing one fails too, since its prefix contains the failure. A loop whose exit
+condition comes in a later step times out as a prefix: keep `cpu_seconds` small. Results are
+cached by program text, so re-scoring a prefix (beam search extends the same prefixes) is free.
+"""
+
+from __future__ import annotations
+
+import ast
+import threading
+from collections import OrderedDict
+from typing import Any, ClassVar
+
+from cotkit.contracts import StepScorer
+from cotkit.errors import ConfigError
+from cotkit.steps import program_source, split_program
+from cotkit.types import Example
+
+CACHE_SIZE = 20000
+
+
+def _entry_of(source: str, preferred: str) -> str | None:
+    """The function to call after running a prefix: `preferred` if defined, else the function being written."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if any(d.name == preferred for d in defs):
+        return preferred
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.FunctionDef) and not (last.args.args or last.args.posonlyargs or last.args.kwonlyargs):
+        return last.name
+    return None
+
+
+class ExecScorer(StepScorer):
+    """Runs each program prefix in the sandbox: 1 if it runs and binds a new name, 0 if it fails, 0.5 otherwise."""
+
+    name = "exec"
+    description = "Run each program prefix in the sandbox: 1 runs and binds a new name, 0 raises, 0.5 neither"
+    step_unit: ClassVar[str] = "program"
+    known_options: ClassVar[dict[str, str]] = {
+        "entry": "function whose body is being written, called after each prefix (default solution)",
+        "cpu_seconds": "CPU time each prefix may use (default 1)",
+        "memory_mb": "memory each prefix may allocate, in MiB (default 256)",
+        "workers": "sandbox workers (default 2)",
+        "isolation": "auto, bwrap or process (default: $COTKIT_SANDBOX_ISOLATION or auto)",
+        "neutral": "score of a step that runs but binds nothing new, or cannot run yet (default 0.5)",
+    }
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.known_options))
+        if unknown:
+            raise ConfigError(f"step scorer exec has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
+        super().__init__(**options)
+        self.entry = str(options.get("entry", "solution"))
+        if not self.entry.isidentifier():
+            raise ConfigError(f"step scorer exec: entry must be a Python name, not {self.entry!r}")
+        self.cpu_seconds = _number(options, "cpu_seconds", 1.0, float, 0.01)
+        self.memory_mb = _number(options, "memory_mb", 256, int, 16)
+        self.workers = _number(options, "workers", 2, int, 1)
+        self.neutral = _number(options, "neutral", 0.5, float, 0.0)
+        if self.neutral > 1:
+            raise ConfigError(f"step scorer exec: neutral must be between 0 and 1, not {self.neutral}")
+        self.isolation = options.get("isolation")
+        if self.isolation is not None:
+            from cotkit.sandbox.isolation import requested_isolation
+
+            requested_isolation(str(self.isolation))
+        self._sandbox: Any = None
+        self._cache: OrderedDict[tuple[str, str | None], tuple[str, frozenset[str], bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def split(self, completion: str, example: Example | None = None) -> list[str]:
+        """Statements of the program (a header goes with its first body statement); they join back to the completion."""
+        return split_program(completion).steps
+
+    def score_steps(self, example: Example, steps: list[str]) -> list[float]:
+        """A score per step: does the program up to it run and bind a new name."""
+        return self.score_many([(example, steps)])[0]
+
+    def score_many(self, items: list[tuple[Example | None, list[str]]]) -> list[list[float]]:
+        """`score_steps` for many solutions at once: every prefix not yet cached runs in one sandbox batch."""
+        plans: list[list[tuple[str, Any]]] = []
+        todo: dict[tuple[str, str | None], None] = {}
+        for _, steps in items:
+            plan: list[tuple[str, Any]] = []
+            for k in range(1, len(steps) + 1):
+                prefix = "".join(steps[:k])
+                split = split_program(prefix)
+                if split.tail == "invalid":
+                    plan.append(("fail", None))
+                elif split.tail == "incomplete" or split.complete == 0:
+                    plan.append(("neutral", None))
+                else:
+                    source, _ = program_source(prefix, self.entry)
+                    key = (source, _entry_of(source, self.entry))
+                    plan.append(("run", key))
+                    if key not in self._cache:
+                        todo[key] = None
+            plans.append(plan)
+        if todo:
+            self._run(list(todo))
+        return [self._scores(plan) for plan in plans]
+
+    def close(self) -> None:
+        """Stop the sandbox workers (a later call starts new ones)."""
+        with self._lock:
+            if self._sandbox is not None:
+                self._sandbox.close()
+                self._sandbox = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _run(self, keys: list[tuple[str, str | None]]) -> None:
+        from cotkit.sandbox import Job, Outcome
+
+        results = self._get_sandbox().run_many([Job(code, entry, names=True) for code, entry in keys])
+        for key, r in zip(keys, results):
+            if r.outcome in (Outcome.OK, Outcome.NO_RESULT):
+                status = "ok"
+            elif r.outcome is Outcome.SANDBOX_ERROR:
+                status = "sandbox_error"
+            else:
+                status = "fail"
+            self._remember(key, (status, frozenset(r.names or ()), r.has_value))
+
+    def _remember(self, key: tuple[str, str | None], value: tuple[str, frozenset[str], bool]) -> None:
+        if value[0] == "sandbox_error":
+            return  # not the program's fault: try again next time
+        self._cache[key] = value
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def _scores(self, plan: list[tuple[str, Any]]) -> list[float]:
+        scores: list[float] = []
+        bound: frozenset[str] = frozenset()
+        for kind, key in plan:
+            if kind == "fail":
+                scores.append(0.0)
+                continue
+            if kind == "neutral":
+                scores.append(self.neutral)
+                continue
+            status, names, returned = self._cache.get(key, ("sandbox_error", frozenset(), False))
+            if status == "fail":
+                scores.append(0.0)
+            elif status == "sandbox_error":
+                scores.append(self.neutral)
+            else:
+                scores.append(1.0 if (names - bound or returned) else self.neutral)
+                bound = bound | names
+        return scores
+
+    def _get_sandbox(self) -> Any:
+        from cotkit.sandbox import Limits, Sandbox
+
+        with self._lock:
+            if self._sandbox is None:
+                limits = Limits(cpu_seconds=self.cpu_seconds, memory_mb=self.memory_mb)
+                self._sandbox = Sandbox(workers=self.workers, limits=limits, isolation=self.isolation)
+            return self._sandbox
+
+
+def _number(options: dict, key: str, default: Any, kind: type, minimum: float) -> Any:
+    raw = options.get(key, default)
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"step scorer exec: option {key} must be a number, not {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(f"step scorer exec: option {key} must be at least {minimum}, not {raw!r}")
+    return value
