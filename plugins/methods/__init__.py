@@ -13,3 +13,9 @@ def register_methods(register):
     from .pad import Pad
 
     register(Pad)
+
+    from .finetune_cot import FinetuneCoT
+    from .irpo import IterativeRPO
+
+    register(FinetuneCoT)
+    register(IterativeRPO)

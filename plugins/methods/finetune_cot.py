@@ -1,0 +1,573 @@
+"""Fine-tune-CoT: large language models are reasoning teachers (Ho, Schmid, Yun 2022, arXiv 2212.10071).
+
+A teacher answers every training question with zero-shot chain of thought in two stages (stage 1
+`Q: {q}\\nA: Let's think step by step.` gives a rationale; stage 2 appends it and
+`\\nTherefore, the answer is` to get the answer), D times per question at temperature 0.7 with
+*diverse reasoning* (one greedy sample when D = 1). Samples whose answer the task's verifier marks
+correct become the student's training set, in the paper's format (prompt `{q} ###`, completion
+` {rationale} --> {answer} END`) or a chat format; the student is fine-tuned with the shared step
+and evaluated with the same verifier, its answer read after the `-->` cue.
+
+The teacher is any backend and model, or an OpenAI-compatible endpoint (`--teacher-endpoint URL`,
+key from the environment variable named by `--teacher-api-key-env`, never written anywhere).
+Teacher generations are cached (JSONL, appended as they arrive): a resumed run, or another run
+given the same `--teacher-cache`, re-filters and re-trains without asking the teacher again.
+
+Phases: iter_000/eval_dev and eval_heldout (the base student with the same two-stage zero-shot CoT,
+greedy), iter_001/teacher, filter, train, eval_dev, eval_heldout, summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotkit.config import option
+from cotkit.contracts import Method, SamplingParams
+from cotkit.errors import ConfigError, CotkitError
+from cotkit.harness.train import SFTConfig
+from cotkit.types import Example, Prompt, Sample
+
+STAGE2_TRIGGER = "\nTherefore, the answer is"
+SEPARATOR = " ###"
+ARROW = " --> "
+END = " END"
+
+
+@dataclass
+class FinetuneCoTSFT(SFTConfig):
+    """The shared fine-tuning step with the paper's student settings (lr 3e-4, batch 8, no warm-up)."""
+
+    learning_rate: float = option(3e-4, help="Peak learning rate (AdamW); the paper's 3e-4 for its open students.")
+    warmup_steps: int = option(0, help="Optimizer steps of linear warm-up from 0 to the peak rate.")
+    batch_size: int = option(1, help="Sequences per micro-batch on each device.")
+    grad_accum: int = option(8, help="Micro-batches accumulated per optimizer step (8 x 1: the paper's batch 8).")
+
+
+@dataclass
+class FinetuneCoTConfig:
+    """Options of `cotkit train --method finetune-cot` (`cotkit show finetune-cot` lists them)."""
+
+    teacher_model: str | None = option(
+        None, help="Teacher: hub id, folder, .gguf or alias (default: the student, --model); with --teacher-endpoint, the served model name."
+    )
+    teacher_backend: str = option("hf", help="Backend that runs the teacher (hf, vllm, openai, ...).")
+    teacher_backend_options: dict[str, Any] = option(default_factory=dict, help="Teacher backend options KEY=VALUE (repeatable).")
+    teacher_endpoint: str | None = option(
+        None, help="OpenAI-compatible base URL of a teacher server, e.g. http://127.0.0.1:8000/v1 (uses the openai backend)."
+    )
+    teacher_api_key_env: str = option(
+        "OPENAI_API_KEY", help="NAME of the environment variable holding the endpoint's API key (the key is never stored)."
+    )
+    teacher_style: str = option(
+        "zeroshot", help="zeroshot: the paper's two-stage zero-shot CoT; chat: one chat turn asking for the answer sentence.",
+        choices=("zeroshot", "chat"),
+    )  # fmt: skip
+    samples_per_question: int = option(1, help="D: teacher rationales per question (1: one greedy rationale; >1: diverse reasoning).")
+    temperature: float = option(0.7, help="Teacher sampling temperature when D > 1 (paper: 0.7).")
+    top_p: float = option(1.0, help="Teacher nucleus sampling when D > 1.")
+    max_new_tokens: int = option(128, help="Longest teacher rationale in tokens (stage 1).")
+    answer_max_new_tokens: int = option(32, help="Longest teacher answer in tokens (stage 2).")
+    teacher_cache: str | None = option(
+        None, help="JSONL cache of teacher generations (default <run>/teacher_cache.jsonl); give several runs one file to share it."
+    )
+    teacher_chunk: int = option(64, help="Questions per teacher request batch; the cache is saved after each.")
+    dedup: bool = option(True, help="Keep one copy of identical rationales for the same question.")
+    drop_truncated: bool = option(False, help="Discard rationales that hit --max-new-tokens (the paper keeps them).")
+    student_format: str = option(
+        "paper", help="paper: `{q} ###` -> ` {rationale} --> {answer} END`; chat: the chat template, answer sentence at the end.",
+        choices=("paper", "chat"),
+    )  # fmt: skip
+    student_max_new_tokens: int = option(192, help="Longest student generation in tokens at evaluation.")
+    epochs: float = option(20.0, help="Student training epochs over the kept samples (paper: 20).")
+    max_steps: int | None = option(None, help="Cap on optimizer steps (default: what --epochs needs).")
+    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
+    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
+    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
+    baseline: bool = option(True, help="Score the base student with two-stage zero-shot CoT first (iteration 0).")
+    final_eval: bool = option(True, help="Score the base and the trained student on the task's held-out split.")
+    sft: FinetuneCoTSFT = field(default_factory=FinetuneCoTSFT)
+
+    def __post_init__(self) -> None:
+        if self.samples_per_question < 1:
+            raise ConfigError(f"samples_per_question must be at least 1, got {self.samples_per_question}")
+        if self.samples_per_question > 1 and self.temperature <= 0:
+            raise ConfigError("diverse reasoning (samples_per_question > 1) needs --temperature > 0 (paper: 0.7)")
+        for name in ("max_new_tokens", "answer_max_new_tokens", "student_max_new_tokens", "teacher_chunk"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        for name in ("max_steps", "train_limit", "dev_limit", "heldout_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+        if self.teacher_endpoint and not self.teacher_model:
+            raise ConfigError("--teacher-endpoint needs --teacher-model: the model name the server serves")
+
+
+# ------------------------------------------------------------------------------------ formats
+
+
+def question_text(task: Any, example: Example) -> str:
+    """The question as the task shows it (options listed for multiple choice)."""
+    fn = getattr(task, "question_text", None)
+    return fn(example) if fn is not None else example.question
+
+
+def answer_text(task: Any, example: Example) -> str:
+    """The gold answer as the task writes it in an answer sentence (`(C)` for options)."""
+    fn = getattr(task, "answer_text", None)
+    return fn(example) if fn is not None else example.answer
+
+
+def student_prompt(task: Any, example: Example, fmt: str) -> Prompt:
+    """The student's input: `{q} ###` (paper) or one user turn (chat)."""
+    q = question_text(task, example)
+    return f"{q}{SEPARATOR}" if fmt == "paper" else [{"role": "user", "content": q}]
+
+
+def student_completion(rationale: str, answer: str, fmt: str) -> str:
+    """The student's target: ` {rationale} --> {answer} END` (paper) or the rationale and an answer sentence (chat)."""
+    rationale = " ".join(rationale.split()) if fmt == "paper" else rationale.strip()
+    if fmt == "paper":
+        return f" {rationale}{ARROW}{answer}{END}"
+    return f"{rationale}{STAGE2_TRIGGER} {answer}."
+
+
+class StudentTask:
+    """The task seen through the student's prompt format, for the harness's `sample` and `evaluate`."""
+
+    def __init__(self, task: Any, fmt: str):
+        self._task = task
+        self._fmt = fmt
+
+    def prompt(self, example: Example, style: str = "zeroshot", hint: bool = False) -> Prompt:
+        return student_prompt(self._task, example, self._fmt)
+
+    def stop_sequences(self, style: str = "zeroshot") -> list[str]:
+        return [END.strip()] if self._fmt == "paper" else []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+
+# ------------------------------------------------------------------------------ teacher cache
+
+
+class TeacherCache:
+    """Teacher generations by request key, in a JSONL file appended (and fsynced) batch by batch.
+
+    A line torn by a kill is skipped when the file is read back, so at worst the last batch is
+    asked again. The key covers the teacher, the exact prompt and the decoding settings, so a
+    changed prompt or setting misses the cache instead of reusing a wrong answer.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(row, dict) and "key" in row:
+                        self.entries[row["key"]] = row
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Record rows (each with its `key`) and append them to the file durably."""
+        if not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                self.entries[row["key"]] = row
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def request_key(teacher: dict[str, Any], prompt: Prompt, params: SamplingParams, seed: int | None, index: int) -> str:
+    """The cache key of one teacher generation."""
+    payload = {
+        "teacher": teacher, "prompt": prompt, "temperature": params.temperature, "top_p": params.top_p,
+        "max_new_tokens": params.max_new_tokens, "stop": params.stop or [], "seed": seed, "index": index,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class CachedTeacher:
+    """A backend behind the cache: `generate` asks the backend only for prompts the cache lacks."""
+
+    def __init__(self, open_backend: Any, identity: dict[str, Any], cache: TeacherCache | None):
+        self.open_backend = open_backend
+        self.identity = identity
+        self.cache = cache
+        self.backend: Any = None
+        self.requests = 0  # generations asked of the teacher
+        self.hits = 0  # generations served from the cache
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams, seeds: list[int]) -> list[list[dict[str, Any]]]:
+        """`params.n` generations per prompt as dicts (text, n_tokens, finish_reason), cached ones reused."""
+        greedy = params.temperature == 0
+        keys = [
+            [request_key(self.identity, p, params, None if greedy else s + j, j) for j in range(params.n)]
+            for p, s in zip(prompts, seeds)
+        ]
+        out: list[list[dict[str, Any]] | None] = []
+        missing = []
+        for i, row in enumerate(keys):
+            got = [self.cache.get(k) for k in row] if self.cache is not None else [None]
+            if all(g is not None for g in got):
+                out.append(got)  # type: ignore[arg-type]
+                self.hits += len(row)
+            else:
+                out.append(None)
+                missing.append(i)
+        if missing:
+            if self.backend is None:
+                self.backend = self.open_backend()
+            grid = _generate(self.backend, [prompts[i] for i in missing], params, [seeds[i] for i in missing])
+            self.requests += len(missing) * params.n
+            new_rows = []
+            for i, gens in zip(missing, grid):
+                rows = [
+                    {"key": keys[i][j], "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason}
+                    for j, g in enumerate(gens)
+                ]
+                out[i] = rows
+                new_rows.extend(rows)
+            if self.cache is not None:
+                self.cache.add(new_rows)
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+def _generate(backend: Any, prompts: list[Prompt], params: SamplingParams, seeds: list[int]) -> list[list[Any]]:
+    from cotkit.harness.sample import _accepts_seeds
+
+    if _accepts_seeds(backend):
+        return backend.generate(prompts, params, progress=False, seeds=seeds)
+    return backend.generate(prompts, params, progress=False)
+
+
+# ------------------------------------------------------------------------------ zero-shot CoT
+
+
+def zero_shot_cot(
+    teacher: CachedTeacher,
+    task: Any,
+    examples: list[Example],
+    *,
+    style: str,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    answer_max_new_tokens: int,
+    seed: int,
+    chunk: int,
+    progress: Any = None,
+) -> list[Sample]:
+    """Rationale then answer for each example, n per example (two stages; one chat turn for style chat).
+
+    Each Sample's completion is the text the verdict is read from: `Therefore, the answer is X`
+    (zeroshot) or the whole chat answer; the rationale is in `meta["rationale"]`.
+    """
+    from cotkit.harness.sample import example_seed, merge_stops
+
+    stops = merge_stops(task.stop_sequences(style))
+    stage1 = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stops or None, seed=seed)
+    stage2 = SamplingParams(n=1, temperature=0.0, max_new_tokens=answer_max_new_tokens, stop=merge_stops(stops, ["\n"]), seed=seed)
+    samples: list[Sample] = []
+    for start in range(0, len(examples), chunk):
+        part = examples[start : start + chunk]
+        prompts = [task.prompt(ex, style=style) for ex in part]
+        seeds = [example_seed(seed, ex.id) for ex in part]
+        rationales = teacher.generate(prompts, stage1, seeds)
+        if style == "chat":
+            for ex, prompt, gens in zip(part, prompts, rationales):
+                for j, g in enumerate(gens):
+                    samples.append(_sample(ex, prompt, g["text"], g["text"], g, None, j, stops, temperature))
+        else:
+            flat = [(ex, p, j, g) for ex, p, gens in zip(part, prompts, rationales) for j, g in enumerate(gens)]
+            prompts2 = [p + g["text"].rstrip() + STAGE2_TRIGGER for _, p, _, g in flat]
+            answers = teacher.generate(prompts2, stage2, [0] * len(prompts2))
+            for (ex, p, j, g), ans in zip(flat, answers):
+                completion = STAGE2_TRIGGER.strip() + ans[0]["text"]
+                samples.append(_sample(ex, p, completion, g["text"], g, ans[0], j, stops, temperature))
+        if progress is not None:
+            progress(len(part))
+    return samples
+
+
+def _sample(ex: Example, prompt: Prompt, completion: str, rationale: str, g: dict, ans: dict | None, j: int, stops: list[str], t: float) -> Sample:
+    meta = {"sample_index": j, "rationale": rationale, "finish_reason": g.get("finish_reason"), "n_tokens": g.get("n_tokens"), "temperature": t}
+    if ans is not None:
+        meta["answer_finish_reason"] = ans.get("finish_reason")
+    return Sample(example=ex, completion=completion, prompt=prompt, stop=list(stops) if ans is None else [], meta=meta)
+
+
+# ------------------------------------------------------------------------------------ method
+
+
+class FinetuneCoT(Method):
+    """Fine-tune-CoT: distil a teacher's zero-shot chains of thought (with diverse reasoning) into a student."""
+
+    name = "finetune-cot"
+    paper = "Ho, Schmid, Yun. Large Language Models Are Reasoning Teachers. ACL 2023 (arXiv 2212.10071)"
+    Config = FinetuneCoTConfig
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        """Baseline, teacher, filter, train, evaluate: top to bottom, every step a resumable phase."""
+        cfg: FinetuneCoTConfig = ctx.options
+        task = ctx.task
+        fit = task.examples("fit", limit=cfg.train_limit)
+        dev = task.examples("dev", limit=cfg.dev_limit)
+        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
+        if not fit:
+            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
+        d0, d1 = ctx.iter_dir(0), ctx.iter_dir(1)
+        if cfg.baseline:
+            ctx.phase("iter_000/eval_dev", lambda: self.baseline(ctx, dev, d0 / "eval_dev.jsonl", "dev"))
+            if heldout:
+                ctx.phase("iter_000/eval_heldout", lambda: self.baseline(ctx, heldout, d0 / "eval_heldout.jsonl", task.heldout_split))
+            ctx.write_report()
+        ctx.phase("iter_001/teacher", lambda: self.teach(ctx, fit, d1 / "teacher_samples.jsonl"))
+        built = ctx.phase("iter_001/filter", lambda: self.build_train_set(ctx, d1))
+        if built["train_examples"] == 0:
+            raise CotkitError(
+                f"the teacher got no training question right ({d1 / 'teacher_samples.jsonl'}): nothing to distil; "
+                "try a stronger --teacher-model, more --samples-per-question or more --train-limit"
+            )
+        trained = ctx.phase("iter_001/train", lambda: self.train(ctx, d1), all_processes=True)
+        student = trained["checkpoint"]
+        ctx.phase("iter_001/eval_dev", lambda: self.evaluate(ctx, student, dev, d1 / "eval_dev.jsonl", "dev"))
+        if heldout:
+            ctx.phase("iter_001/eval_heldout", lambda: self.evaluate(ctx, student, heldout, d1 / "eval_heldout.jsonl", task.heldout_split))
+        ctx.phase("iter_001/summary", lambda: self.funnel(ctx))
+        ctx.show_iterations()
+        return {"final_checkpoint": student}
+
+    # -- teacher -----------------------------------------------------------------------------
+
+    def teacher_identity(self, ctx: Any) -> dict[str, Any]:
+        """What names the teacher in cache keys (never the API key)."""
+        cfg: FinetuneCoTConfig = ctx.options
+        if cfg.teacher_endpoint:
+            return {"backend": "openai", "endpoint": cfg.teacher_endpoint.rstrip("/"), "model": cfg.teacher_model, "style": cfg.teacher_style}
+        return {"backend": cfg.teacher_backend, "model": cfg.teacher_model or ctx.run_config.model, "style": cfg.teacher_style}
+
+    def open_teacher(self, ctx: Any) -> Any:
+        """The teacher's sampling backend."""
+        from cotkit.models import load_backend
+
+        cfg: FinetuneCoTConfig = ctx.options
+        if cfg.teacher_endpoint:
+            opts = {**cfg.teacher_backend_options, "base_url": cfg.teacher_endpoint, "api_key_env": cfg.teacher_api_key_env}
+            return load_backend("openai", model=cfg.teacher_model, **opts)
+        return load_backend(cfg.teacher_backend, model=cfg.teacher_model or ctx.run_config.model, **cfg.teacher_backend_options)
+
+    def teach(self, ctx: Any, fit: list[Example], output: Path) -> dict[str, Any]:
+        """The teacher's rationales and answers for every training question, verified; teacher_samples.jsonl."""
+        cfg: FinetuneCoTConfig = ctx.options
+        cache = TeacherCache(Path(cfg.teacher_cache) if cfg.teacher_cache else ctx.path / "teacher_cache.jsonl")
+        teacher = CachedTeacher(lambda: self.open_teacher(ctx), self.teacher_identity(ctx), cache)
+        diverse = cfg.samples_per_question > 1
+        try:
+            with ctx.progress("teacher", len(fit)) as update:
+                samples = zero_shot_cot(
+                    teacher, ctx.task, fit, style=cfg.teacher_style, n=cfg.samples_per_question,
+                    temperature=cfg.temperature if diverse else 0.0, top_p=cfg.top_p if diverse else 1.0,
+                    max_new_tokens=cfg.max_new_tokens, answer_max_new_tokens=cfg.answer_max_new_tokens,
+                    seed=ctx.seed_for("iter_001/teacher"), chunk=cfg.teacher_chunk, progress=update,
+                )  # fmt: skip
+        finally:
+            teacher.close()
+        summary = _verify_and_write(ctx.task, samples, output)
+        return {
+            **summary,
+            "teacher_requests": teacher.requests,
+            "cache_hits": teacher.hits,
+            "truncated": sum(1 for s in samples if s.meta.get("finish_reason") == "length"),
+        }
+
+    # -- training set ------------------------------------------------------------------------
+
+    def build_train_set(self, ctx: Any, d: Path) -> dict[str, Any]:
+        """Correct teacher samples in the student format: d/train.jsonl."""
+        from cotkit.harness.train import TrainExample
+        from cotkit.jsonl import atomic_write_jsonl
+
+        cfg: FinetuneCoTConfig = ctx.options
+        task = ctx.task
+        by_id = {e.id: e for e in task.examples("fit", limit=cfg.train_limit)}
+        kept: list[TrainExample] = []
+        seen: dict[str, set[str]] = {}
+        counts = {"duplicates": 0, "dropped_truncated": 0, "empty_rationales": 0}
+        for row in _read_rows(d / "teacher_samples.jsonl"):
+            if not row.get("correct"):
+                continue
+            meta = row.get("meta") or {}
+            if cfg.drop_truncated and meta.get("finish_reason") == "length":
+                counts["dropped_truncated"] += 1
+                continue
+            rationale = row["teacher_rationale"]
+            if not rationale.strip():
+                counts["empty_rationales"] += 1
+                continue
+            example = by_id[row["id"]]
+            got = seen.setdefault(example.id, set())
+            norm = " ".join(rationale.split())
+            if cfg.dedup and norm in got:
+                counts["duplicates"] += 1
+                continue
+            got.add(norm)
+            completion = student_completion(rationale, answer_text(task, example), cfg.student_format)
+            kept.append(TrainExample(student_prompt(task, example, cfg.student_format), completion, 1.0, {"id": example.id}))
+        atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])
+        return {"train_examples": len(kept), "train_questions": sum(1 for v in seen.values() if v), **counts, **self._count_tokens(ctx, kept)}
+
+    def _count_tokens(self, ctx: Any, kept: list[Any]) -> dict[str, int]:
+        if not kept:
+            return {"train_tokens": 0}
+        from transformers import AutoTokenizer
+
+        from cotkit.harness.train import completion_ids, render_prompt_ids
+
+        tok = AutoTokenizer.from_pretrained(ctx.base_model)
+        return {"train_tokens": sum(len(render_prompt_ids(tok, ex.prompt)) + len(completion_ids(tok, ex.completion)) for ex in kept)}
+
+    # -- student -----------------------------------------------------------------------------
+
+    def train(self, ctx: Any, d: Path) -> dict[str, Any]:
+        """Fine-tune the base student on d/train.jsonl; d/checkpoint."""
+        from cotkit.harness.train import TrainExample, steps_for_epochs, train
+        from cotkit.run import world_size
+
+        cfg: FinetuneCoTConfig = ctx.options
+        phase = "iter_001/train"
+        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
+        steps = steps_for_epochs(len(items), cfg.epochs, cfg.sft, world_size())
+        if cfg.max_steps is not None:
+            steps = min(steps, cfg.max_steps)
+        with ctx.progress("train student", steps) as update:
+            result = train(
+                ctx.base_model, items, cfg.sft, steps, d / "checkpoint", seed=ctx.seed_for(phase),
+                state_dir=d / "train_state", on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
+                fault_at_step=ctx.fault_step(phase),
+            )  # fmt: skip
+        return {
+            "checkpoint": f"{d.name}/checkpoint",
+            "steps": result.steps,
+            "examples": result.examples,
+            "dropped_too_long": result.dropped,
+            "first_loss": result.losses[0],
+            "final_loss": result.losses[-1],
+        }
+
+    def evaluate(self, ctx: Any, model: str, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
+        """Greedy accuracy of the student in its own format, read with the task's verifier."""
+        from cotkit.harness.evaluate import evaluate
+        from cotkit.harness.verify import make_verifier
+
+        cfg: FinetuneCoTConfig = ctx.options
+        student = StudentTask(ctx.task, cfg.student_format)
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.student_max_new_tokens, stop=student.stop_sequences(), seed=0)
+        verifier = make_verifier(None, ctx.task)
+        backend = ctx.backend(ctx.model_path(model))
+        try:
+            summary = evaluate(student, examples, backend, verifier, style="zeroshot", params=params, output=output)  # type: ignore[arg-type]
+        finally:
+            backend.close()
+            verifier.close()
+        return {"split": split, "model": model, **summary, "style": f"student-{cfg.student_format}"}
+
+    def baseline(self, ctx: Any, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
+        """The base student's accuracy with the teacher's procedure (two-stage zero-shot CoT, greedy)."""
+        from cotkit.harness.evaluate import wilson_interval
+
+        cfg: FinetuneCoTConfig = ctx.options
+        runner = CachedTeacher(lambda: ctx.backend(ctx.base_model), {"student": "base"}, None)
+        try:
+            samples = zero_shot_cot(
+                runner, ctx.task, examples, style=cfg.teacher_style, n=1, temperature=0.0, top_p=1.0,
+                max_new_tokens=cfg.max_new_tokens, answer_max_new_tokens=cfg.answer_max_new_tokens, seed=0,
+                chunk=max(len(examples), 1),
+            )  # fmt: skip
+        finally:
+            runner.close()
+        summary = _verify_and_write(ctx.task, samples, output)
+        low, high = wilson_interval(summary["correct"], summary["n"] - summary["errors"])
+        return {"split": split, "model": "base", **summary, "ci_low": round(low, 6), "ci_high": round(high, 6), "style": f"{cfg.teacher_style}-cot"}
+
+    def funnel(self, ctx: Any) -> dict[str, Any]:
+        """The run's funnel and phase times, as one metrics row."""
+        t = ctx.result("iter_001/teacher")
+        b = ctx.result("iter_001/filter")
+        tr = ctx.result("iter_001/train")
+        e = ctx.result("iter_001/eval_dev")
+        times = {f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith("iter_001/")}
+        return {
+            "questions": t["questions"],
+            "samples": t["n"],
+            "correct": t["correct"],
+            "questions_correct": t["questions_correct"],
+            "unparseable": t["unparseable_count"],
+            "teacher_requests": t["teacher_requests"],
+            "cache_hits": t["cache_hits"],
+            "train_examples": b["train_examples"],
+            "train_tokens": b["train_tokens"],
+            "steps": tr["steps"],
+            "dev_accuracy": e["accuracy"],
+            "dev_ci_low": e["ci_low"],
+            "dev_ci_high": e["ci_high"],
+            "dev_n": e["n"],
+            **times,
+        }
+
+
+def _verify_and_write(task: Any, samples: list[Sample], output: Path) -> dict[str, Any]:
+    """Verify samples with the task's verifier, write them as score rows (rationale kept), summarise."""
+    from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples
+    from cotkit.jsonl import atomic_write_jsonl
+
+    verifier = make_verifier(None, task)
+    try:
+        verdicts = verify_samples(samples, verifier)
+    finally:
+        verifier.close()
+    rows = []
+    for s in samples:
+        meta = dict(s.meta)
+        rationale = meta.pop("rationale", "")
+        s.meta = meta
+        row = sample_row(s, include_prompt=True)
+        row["id"] = s.example.id
+        row["teacher_rationale"] = rationale
+        rows.append(row)
+    atomic_write_jsonl(output, rows)
+    summary = summarize(verdicts)
+    summary["questions"] = len({s.example.id for s in samples})
+    summary["questions_correct"] = len({s.example.id for s in samples if s.verdict is not None and s.verdict.correct})
+    summary["accuracy"] = round(summary["accuracy"], 6)
+    summary["unparseable"] = round(summary["unparseable"], 6)
+    return summary
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
