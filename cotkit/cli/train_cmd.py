@@ -72,7 +72,8 @@ def train(
 
     run_ctx = execute(resolved, resume=resume, argv=["cotkit", *sys.argv[1:]])
     rows = iteration_rows(run_ctx.metrics_rows())
-    out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))
+    if not out.is_terminal:  # on a terminal the run has just shown this table
+        out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))
     held = [r for r in rows if "heldout" in r]
     from cotkit.report import fmt_acc
 

@@ -38,11 +38,13 @@ def evaluate(
     params: SamplingParams | None = None,
     output: str | Path | None = None,
     progress: bool = True,
+    model_label: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy of `backend`'s model on `examples` (greedy by default), with a 95% CI.
 
     Writes one row per sample to `output` (the `cotkit score` row format plus the prompt) and
     returns the summary: n, correct, accuracy, ci_low, ci_high, unparseable rate and count, errors.
+    `model_label` replaces the backend's model path in each row (run directories stay relocatable).
     """
     from cotkit.harness.sample import sample
 
@@ -50,6 +52,9 @@ def evaluate(
         params = SamplingParams(n=1, temperature=0.0, stop=task.stop_sequences(style))
     samples = sample(task, examples, backend, params, style=style, hint=False, progress=progress)
     verdicts = verify_samples(samples, verifier)
+    if model_label is not None:
+        for s in samples:
+            s.meta["model"] = model_label
     if output is not None:
         atomic_write_jsonl(output, [sample_row(s, include_prompt=True) for s in samples])
     summary = summarize(verdicts)

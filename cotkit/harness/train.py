@@ -17,13 +17,14 @@ optimizer, scheduler, RNG) into a temp folder renamed when complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,19 @@ def step_indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
     return out
 
 
+def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate at `step`: linear warm-up, then constant, linear or cosine decay."""
+    if warmup and step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def resolve_model_path(spec: str) -> str:
     """A local folder or hub id for a model spec (aliases and .gguf files through cotkit.models)."""
     if Path(spec).is_dir():
@@ -362,7 +376,6 @@ def train(
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     t0 = time.time()
     objective = objective or WeightedSFT(config.loss_normalization)
@@ -407,11 +420,8 @@ def train(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
     )
-    scheduler = get_scheduler(
-        "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler,
-        optimizer,
-        num_warmup_steps=config.warmup_steps,
-        **({} if config.lr_scheduler == "constant" else {"num_training_steps": steps}),
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.lr_scheduler, config.warmup_steps, steps)
     )
     # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
     # step a prepared one once per process, which changes the schedule with the process count.
@@ -499,7 +509,8 @@ def _save_checkpoint(model: Any, state_dict: Any, tokenizer: Any, output_dir: Pa
     else:
         model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    summary = {k: v for k, v in result.to_dict().items() if k != "checkpoint"}  # the folder moves; no path
+    (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _fsync_tree(tmp)
     if output_dir.exists():  # a complete checkpoint from a run killed before it was recorded
         shutil.rmtree(output_dir)
@@ -520,7 +531,8 @@ def _save_state(accelerator: Any, root: Path, step: int, losses: list[float]) ->
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with _quiet_logger("accelerate"):  # "Removed shared tensor" about tied embeddings, harmless
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}) + "\n", encoding="utf-8")
@@ -553,6 +565,19 @@ def _read_losses(root: Path | None) -> list[float]:
     if latest is None:
         return []
     return list(json.loads((latest / "progress.json").read_text())["losses"])
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _quiet_transformers() -> None:

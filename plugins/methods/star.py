@@ -181,7 +181,9 @@ class Star(Method):
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(cfg.style), seed=0)
         verifier = make_verifier(None, task)
         try:
-            summary = evaluate(task, examples, models.get(model), verifier, style=cfg.style, params=params, output=output)
+            summary = evaluate(
+                task, examples, models.get(model), verifier, style=cfg.style, params=params, output=output, model_label=model
+            )
         finally:
             verifier.close()
         return {"split": split, "model": model, **summary}
@@ -206,6 +208,7 @@ class Star(Method):
             verifier.close()
         rows = []
         for s in samples:
+            s.meta["model"] = model  # "base" or a folder inside the run: the run directory stays relocatable
             row = sample_row(s, include_prompt=True)
             row["id"] = s.example.id
             row["hint"] = hint
