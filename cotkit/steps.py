@@ -26,11 +26,19 @@ TEXT_UNITS = ("line", "sentence")
 # upper-case letter, a digit, `$` or an opening bracket: "3.5" and "e.g. the" stay whole.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*[ \t]+(?=[A-Z0-9$(\[\"'])")
 _FENCE = re.compile(r"^[ \t]*```")
+# Lines end at \n, \r\n or \r only (as Python's tokenizer counts them; str.splitlines also breaks
+# at form feeds and other separators a model may emit).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _COMPOUND = (
     ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.AsyncFor, ast.While,
     ast.With, ast.AsyncWith, ast.Try, ast.Match,
 ) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ())  # fmt: skip
 _PARSE_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_ALLOW_INCOMPLETE_INPUT | codeop.PyCF_DONT_IMPLY_DEDENT
+
+
+def lines_of(text: str) -> list[str]:
+    """The lines of a text with their line endings; they join back to it."""
+    return _LINE.findall(text)
 
 
 def split_text(completion: str, unit: str = "sentence") -> list[str]:
@@ -40,7 +48,7 @@ def split_text(completion: str, unit: str = "sentence") -> list[str]:
 
         raise UnknownNameError("step unit", unit, TEXT_UNITS)
     pieces: list[str] = []
-    for line in completion.splitlines(keepends=True):
+    for line in lines_of(completion):
         if unit == "line":
             pieces.append(line)
             continue
@@ -125,7 +133,7 @@ def normalize_code(lines: list[str]) -> tuple[str, bool]:
     Removes the common indentation; a first line written right after the prompt's indentation
     ("def solution():\\n    " then "a = 5\\n    b = 6") gets the indentation of the lines after it.
     """
-    code = [ln if ln.endswith("\n") else ln + "\n" for ln in lines]
+    code = [ln if ln.endswith(("\n", "\r")) else ln + "\n" for ln in lines]
     body = [i for i, ln in enumerate(code) if ln.strip()]
     if not body:
         return "".join(code), False
@@ -185,10 +193,9 @@ def _last_statement_returns(tree: ast.Module, body_only: bool) -> bool:
 
 def split_program(completion: str) -> ProgramSplit:
     """Statement steps of a program completion (joining back to it), tolerating an unfinished end."""
-    lines = completion.splitlines(keepends=True)
-    region = _region(lines)
+    region = _region(lines_of(completion))
     source, body_only = normalize_code(region.code)
-    src_lines = source.splitlines(keepends=True)
+    src_lines = lines_of(source)
     tree, problem = _parses(source)
     if tree is None:
         for cut in range(len(src_lines) - 1, 0, -1):  # the longest run of whole lines that parses
@@ -235,10 +242,9 @@ def program_source(completion: str, entry: str = "solution") -> tuple[str, bool]
     `def {entry}():`. Comments and blank lines are kept, so line numbers in tracebacks are those
     of the code (plus one for the added `def`).
     """
-    lines = completion.splitlines(keepends=True)
-    source, body_only = normalize_code(_region(lines).code)
+    source, body_only = normalize_code(_region(lines_of(completion)).code)
     tree, _ = _parses(source)
     if body_only or (tree is not None and any(isinstance(n, ast.Return) for n in tree.body)):
-        body = "".join(("    " + ln) if ln.strip() else ln for ln in source.splitlines(keepends=True))
+        body = "".join(("    " + ln) if ln.strip() else ln for ln in lines_of(source))
         source = f"def {entry}():\n{body}"
     return source, tree is not None

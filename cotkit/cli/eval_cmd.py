@@ -32,6 +32,20 @@ def eval_command(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     task_option: Optional[list[str]] = TASK_OPTION,
+    rerank: Optional[str] = typer.Option(
+        None, "--rerank", help="Step scorer (arith, exec, prm) reranking the --n samples: adds best-of-N and weighted-vote accuracy."
+    ),
+    aggregate: str = typer.Option("min", "--aggregate", help="Step scores to a solution score: min, prod or last."),
+    search: Optional[str] = typer.Option(None, "--search", help="'beam': step-level beam search decoding scored by --step-scorer."),
+    step_scorer: Optional[str] = typer.Option(None, "--step-scorer", help="Step scorer guiding --search beam (arith, exec, prm)."),
+    beam_width: int = typer.Option(4, "--beam-width", help="Beams kept at every step of --search beam."),
+    beam_expand: int = typer.Option(4, "--beam-expand", help="Candidate next steps sampled per beam."),
+    max_steps: int = typer.Option(24, "--max-steps", help="Steps at most per solution in beam search."),
+    step_tokens: int = typer.Option(96, "--step-tokens", help="Tokens at most per generated line in beam search."),
+    logprob_weight: float = typer.Option(0.0, "--logprob-weight", help="Add this x the model's mean token log-probability to beam scores."),
+    scorer_option: Optional[list[str]] = typer.Option(
+        None, "--scorer-option", "-S", help="A step scorer option KEY=VALUE (repeatable), e.g. -S model=path/to/prm -S neutral=1."
+    ),
 ) -> None:
     """Evaluate through lm-eval: accuracy with standard error, unparseable rate, n; per-sample JSONL."""
     from cotkit.cli.common import make_task
@@ -44,6 +58,7 @@ def eval_command(
     if n < 1:
         raise ConfigError("--n must be at least 1")
     task_obj = make_task(task, task_option)
+    scorer_options = _check_step_scorers([s for s in (rerank, step_scorer) if s], scorer_option)
     from cotkit.cli.state import options as global_options
     from cotkit.lmeval.runner import EvalSettings, evaluate
     from cotkit.models import load_backend
@@ -55,6 +70,9 @@ def eval_command(
         style=style, split=split, limit=limit, n=n, vote=vote, temperature=temperature, top_p=top_p,
         max_new_tokens=max_new_tokens, verifier=verifier, seed=seed,
         data_dir=str(task_obj.data_dir) if task_obj.data_dir else None, task_options=dict(task_obj.task_options),
+        rerank=rerank, aggregate=aggregate, search=search, step_scorer=step_scorer, scorer_options=scorer_options,
+        beam_width=beam_width, beam_expand=beam_expand, max_steps=max_steps, step_tokens=step_tokens,
+        logprob_weight=logprob_weight,
     )
     backend_options = {"batch_size": batch_size} if batch_size else {}
     be = load_backend(backend, model=model, **backend_options)
@@ -68,6 +86,17 @@ def eval_command(
         be.close()
     summary["output_dir"] = str(output_dir)
     _report(summary, json_output)
+
+
+def _check_step_scorers(names: list[str], items: Optional[list[str]]) -> dict:
+    """Parse --scorer-option and check, before any model loads, that each named step scorer exists and takes them."""
+    from cotkit.cli.common import parse_key_values
+    from cotkit.plugins import host
+
+    options = parse_key_values(items, "--scorer-option")
+    for name in dict.fromkeys(names):
+        host().get("step_scorer", name)(**options).close()  # builds nothing heavy: models and sandboxes start lazily
+    return options
 
 
 def _report(summary: dict, json_output: bool) -> None:
@@ -93,6 +122,15 @@ def _report(summary: dict, json_output: bool) -> None:
     k = summary["samples_per_question"]
     if k > 1:
         out.print(f"mean accuracy over {k} samples: {summary['mean_accuracy']:.1%}; maj@{k}: {summary[f'maj@{k}']:.1%}")
+    if "rerank" in summary:
+        r = summary["rerank"]
+        out.print(
+            f"reranked by step scorer {r['step_scorer']} ({r['aggregate']} of step scores): "
+            f"best-of-{k} {r['best_of_n']:.1%}, weighted vote {r['weighted_vote']:.1%}"
+        )
+    if "search" in summary:
+        s = summary["search"]
+        out.print(f"decoded by step-level beam search: width {s['beam_width']}, {s['expand']} candidates per beam, step scorer {s['step_scorer']}")
     if "parity" in summary:
         p = summary["parity"]
         out.print(

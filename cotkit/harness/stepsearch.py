@@ -7,20 +7,26 @@ vote adds the solution scores of the samples giving each answer and picks the he
 
 Beam search (`beam_search`) decodes a step at a time with any Backend (only `generate` is
 needed, plus `loglikelihood` when the model's log-probability is mixed in): every live beam is
-extended with `expand` sampled next steps, each candidate is scored with the step scorer, and
-the `beam_width` best partial solutions (finished ones included) survive. A text step ends at a
-newline; a program step at the end of a statement (lines are generated until the statement
-parses, so a `for` header is never a step on its own). A solution ends when it states its answer
-(an answer cue such as "The answer is"), a program returns from its function or closes its
-fence, a stop sequence of the task appears, two blank lines follow each other, or the step or
-token budget runs out.
+extended with `expand` sampled next steps (the first step samples beam_width x expand), each
+candidate is scored with the step scorer, and the `beam_width` best unfinished candidates live
+on; finished solutions are set aside, as in beam search for translation. The search ends when
+no beam is live, after `max_steps`, or (for min and prod, whose values never rise as steps are
+added) when no live beam can beat the `beam_width` best finished solutions; those, ranked, are
+the result.
+
+A text step ends at a newline; a program step at the end of a statement (lines are generated
+until the statement parses, so a `for` header is never a step on its own). A solution ends when
+it states its answer (an answer cue such as "The answer is"), a program returns from its
+function or closes its fence, a stop sequence of the task appears, two blank lines follow each
+other, or the token budget runs out. Generations stop at a newline, so a backend's end of
+sequence reads as the end of a line: the blank lines that follow end the solution.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cotkit.contracts import Backend, Generation, SamplingParams, StepScorer
@@ -264,11 +270,14 @@ class _Search:
     def __init__(self, backend, scorer, settings, unit, stop, contexts, examples, prompts):
         self.backend, self.scorer, self.s, self.unit = backend, scorer, settings, unit
         self.stop, self.contexts, self.examples, self.prompts = stop, contexts, examples, prompts
-        self.beams: list[list[Beam]] = [[Beam()] for _ in prompts]
+        self.beams: list[list[Beam]] = [[Beam()] for _ in prompts]  # live beams
+        self.finished: list[list[Beam]] = [[] for _ in prompts]
+        # min and prod never rise as steps are added: a live beam's value bounds its final value
+        self.monotone = settings.aggregate in ("min", "prod") and not settings.logprob_weight
 
     def run(self) -> list[SearchResult]:
         for step in range(self.s.max_steps):
-            live = [(i, b) for i, beams in enumerate(self.beams) for b in beams if not b.done]
+            live = [(i, b) for i, beams in enumerate(self.beams) for b in beams]
             if not live:
                 break
             per_beam = self.s.expand * (self.s.beam_width if step == 0 else 1)
@@ -277,13 +286,19 @@ class _Search:
             if self.s.logprob_weight:
                 self._logprobs([(i, c) for i, c in candidates if c.logprob is None])
             for i in range(len(self.beams)):
-                pool = [c for j, c in candidates if j == i]
-                if pool:
-                    self.beams[i] = self._rank(pool)[: self.s.beam_width]
-        for beams in self.beams:
+                self.finished[i].extend(c for j, c in candidates if j == i and c.done)
+                pool = [c for j, c in candidates if j == i and not c.done]
+                self.beams[i] = self._rank(pool)[: self.s.beam_width]
+                if self.monotone and self.beams[i] and len(self.finished[i]) >= self.s.beam_width:
+                    kept = self._rank(self.finished[i])[self.s.beam_width - 1].value(self.s)
+                    if self.beams[i][0].value(self.s) <= kept:
+                        self.beams[i] = []  # no live beam can beat the finished ones any more
+        out = []
+        for i, beams in enumerate(self.beams):
             for b in beams:
-                b.finish = b.finish or "max_steps"
-        return [SearchResult(self._rank(beams)) for beams in self.beams]
+                b.finish = "max_steps"
+            out.append(SearchResult(self._rank(self.finished[i] + beams)[: self.s.beam_width]))
+        return out
 
     # -- generation --------------------------------------------------------------------------
 
@@ -320,10 +335,11 @@ class _Search:
                 (still if self._needs_more(cand) else out).append((i, cand))
             pending = still
         out.extend(pending)  # a statement unfinished after max_lines_per_step lines is scored as it is
-        out.extend((i, b) for i, beams in enumerate(self.beams) for b in beams if b.done)
+        seen = {(i, b.text) for i, beams in enumerate(self.finished) for b in beams}
         unique: dict[tuple[int, str], tuple[int, Beam]] = {}  # the same text reached twice is one candidate
         for i, c in out:
-            unique.setdefault((i, c.text), (i, c))
+            if (i, c.text) not in seen:
+                unique.setdefault((i, c.text), (i, c))
         return list(unique.values())
 
     def _extend(self, parent: Beam, g: Generation, new_step: bool) -> Beam:
@@ -396,7 +412,12 @@ class _Search:
             b.logprob = float(lp)
 
     def _rank(self, beams: list[Beam]) -> list[Beam]:
-        return sorted(beams, key=lambda b: -b.value(self.s))  # stable: earlier candidates win ties
+        """Best first; at equal value a solution that states its answer beats one that trails off, then the earlier one."""
+        return sorted(beams, key=lambda b: (-b.value(self.s), _FINISH_RANK.get(b.finish, 0)))
+
+
+#: Tie-break between beams of equal value: how well their solutions ended.
+_FINISH_RANK = {"answer": 0, "return": 0, "fence": 0, "": 1, "stop": 1, "blank": 2, "length": 3, "max_steps": 3, "invalid": 4}
 
 
 def _truncate(beam: Beam, cut: str) -> None:
@@ -418,7 +439,70 @@ def _truncate(beam: Beam, cut: str) -> None:
     beam.scores = beam.scores[: min(kept, len(steps))]
 
 
+class BeamBackend(Backend):
+    """A Backend whose `generate` decodes by step-level beam search over another backend.
+
+    Anything that samples through a Backend (the sampling harness, `cotkit eval`'s lm-eval model)
+    gets step-verified decoding by wrapping its backend: sample j of a prompt is the j-th best
+    final beam (`params.n` may not exceed the beam width). `params.stop`, `temperature`, `top_p`,
+    `max_new_tokens` and `seed` apply to the search; `example_of` gives the step scorer the
+    Example behind a prompt. The beams of every prompt are kept in `traces` (by `prompt_key`).
+    """
+
+    name = "beam"
+
+    def __init__(
+        self,
+        backend: Backend,
+        scorer: StepScorer,
+        settings: BeamSettings | None = None,
+        example_of: Callable[[Prompt], Example | None] | None = None,
+        unit: str | None = None,
+    ):
+        super().__init__(backend.model_name)
+        self.inner, self.scorer = backend, scorer
+        self.settings = settings or BeamSettings()
+        self.example_of = example_of or (lambda prompt: None)
+        self.unit = unit
+        self.traces: dict[str, list[Beam]] = {}
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams, progress: bool = True, **_: Any) -> list[list[Generation]]:
+        """`params.n` best final beams per prompt, as Generations (n_tokens and finish of each beam)."""
+        if params.n > self.settings.beam_width:
+            raise ConfigError(
+                f"beam search returns at most beam-width={self.settings.beam_width} solutions, {params.n} asked for"
+            )
+        settings = replace(
+            self.settings, temperature=params.temperature, top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens, seed=params.seed,
+        )  # fmt: skip
+        results = beam_search(
+            self.inner, prompts, self.scorer, settings, [self.example_of(p) for p in prompts], params.stop or (), self.unit
+        )
+        out = []
+        for prompt, result in zip(prompts, results):
+            beams = (result.beams[: params.n] + [result.best] * params.n)[: params.n]
+            self.traces[prompt_key(prompt)] = beams
+            out.append([Generation(b.text, b.tokens, "length" if b.finish in ("length", "max_steps") else "stop") for b in beams])
+        return out
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """The wrapped backend's log-likelihoods."""
+        return self.inner.loglikelihood(pairs)
+
+    def close(self) -> None:
+        """Close the wrapped backend."""
+        self.inner.close()
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A prompt as one string (chat messages as JSON), for looking prompts up."""
+    import json
+
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
 __all__ = [
-    "AGGREGATES", "Beam", "BeamSettings", "ScoredSolution", "SearchResult", "aggregate", "beam_search",
-    "best_of_n", "score_many", "score_solutions", "step_unit_of", "weighted_vote",
+    "AGGREGATES", "Beam", "BeamBackend", "BeamSettings", "ScoredSolution", "SearchResult", "aggregate", "beam_search",
+    "best_of_n", "prompt_key", "score_many", "score_solutions", "step_unit_of", "weighted_vote",
 ]  # fmt: skip

@@ -20,6 +20,7 @@ CHAT_PREFIX = "\x00cotkit-chat:"
 _lock = threading.Lock()
 _tasks: dict[tuple, Any] = {}
 _verifiers: dict[tuple, Any] = {}
+_scorers: dict[tuple, Any] = {}
 #: Per-sample records of the current evaluation, keyed by task spec, for the per-sample JSONL.
 RECORDS: dict[str, list[dict[str, Any]]] = {}
 
@@ -45,12 +46,23 @@ def _verifier(name: str, task):
         return _verifiers[key]
 
 
-def close_all() -> None:
-    """Close cached verifiers (worker pools) and forget cached tasks and records."""
+def _step_scorer(name: str, options_json: str):
+    key = (name, options_json)
     with _lock:
-        for v in _verifiers.values():
+        if key not in _scorers:
+            from cotkit.plugins import host
+
+            _scorers[key] = host().get("step_scorer", name)(**json.loads(options_json or "{}"))
+        return _scorers[key]
+
+
+def close_all() -> None:
+    """Close cached verifiers and step scorers (worker pools, models) and forget cached tasks and records."""
+    with _lock:
+        for v in [*_verifiers.values(), *_scorers.values()]:
             v.close()
         _verifiers.clear()
+        _scorers.clear()
         _tasks.clear()
         RECORDS.clear()
 
@@ -63,8 +75,15 @@ def build_docs(
     cotkit_verifier: str | None = None,
     cotkit_task_options: dict[str, Any] | None = None,
     cotkit_limit: int | None = None,
+    cotkit_rerank: str | None = None,
+    cotkit_scorer_options: dict[str, Any] | None = None,
+    cotkit_aggregate: str = "min",
 ) -> list[dict[str, Any]]:
-    """The lm-eval documents of a cotkit task split: rendered prompt plus the raw publisher row."""
+    """The lm-eval documents of a cotkit task split: rendered prompt plus the raw publisher row.
+
+    With `cotkit_rerank` (a step scorer), every document also names the scorer, its options and
+    the aggregation, so `process_results` reranks the samples of each question.
+    """
     data_dir = cotkit_data_dir or os.environ.get("COTKIT_DATA_DIR") or None
     options = dict(cotkit_task_options or {})
     task = _task(cotkit_task, data_dir, options)
@@ -85,6 +104,9 @@ def build_docs(
                 "prompt": prompt if isinstance(prompt, str) else CHAT_PREFIX + json.dumps(prompt),
                 "target": ex.answer,
                 "raw": json.dumps(ex.raw, ensure_ascii=False),
+                "cotkit_rerank": cotkit_rerank or "",
+                "cotkit_scorer_options": json.dumps(cotkit_scorer_options or {}, sort_keys=True),
+                "cotkit_aggregate": cotkit_aggregate,
             }
         )
     return docs
@@ -95,7 +117,7 @@ def dataset(**metadata: Any) -> dict[str, Any]:
     import datasets
 
     keys = ("cotkit_task", "cotkit_split", "cotkit_style", "cotkit_data_dir", "cotkit_verifier",
-            "cotkit_task_options", "cotkit_limit")
+            "cotkit_task_options", "cotkit_limit", "cotkit_rerank", "cotkit_scorer_options", "cotkit_aggregate")
     docs = build_docs(**{k: metadata[k] for k in keys if metadata.get(k) not in (None, "")})
     return {"test": datasets.Dataset.from_list(docs)}
 
@@ -115,9 +137,14 @@ def keep_all(resps: Any, docs: Any) -> Any:
     return resps
 
 
+def answer_key(verdict: Any) -> str | None:
+    """The answer a verdict votes for: its normalized answer, else the extracted one (None: no vote)."""
+    return verdict.normalized if verdict.normalized is not None else verdict.extracted
+
+
 def majority(verdicts: list[Any]) -> int | None:
     """Index of the sample whose normalized answer is most frequent (first on ties); None if none parsed."""
-    keys = [v.normalized if v.normalized is not None else v.extracted for v in verdicts]
+    keys = [answer_key(v) for v in verdicts]
     counted = Counter(k for k in keys if k is not None)
     if not counted:
         return None
@@ -128,6 +155,30 @@ def majority(verdicts: list[Any]) -> int | None:
     return None
 
 
+def example_of(doc: dict[str, Any]):
+    """The cotkit Example a document was built from."""
+    task = _task(doc["cotkit_task"], doc["cotkit_data_dir"] or None, json.loads(doc["cotkit_options"]))
+    example = task.example_from_row(json.loads(doc["raw"]), 0)
+    example.id = doc["id"]
+    return example
+
+
+def rerank(doc: dict[str, Any], example: Any, results: list[str], verdicts: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score every sample's steps with the document's step scorer; pick best-of-N and the weighted vote.
+
+    Adds `steps`, `step_scores` and `solution_score` to each completion row; returns the indices
+    of the top-scored sample and of the weighted vote's representative (for the record).
+    """
+    from cotkit.harness.stepsearch import best_of_n, score_solutions, weighted_vote
+
+    scorer = _step_scorer(doc["cotkit_rerank"], doc.get("cotkit_scorer_options", "{}"))
+    scored = score_solutions(scorer, example, results, doc.get("cotkit_aggregate") or "min")
+    for row, s in zip(rows, scored):
+        row.update(s.to_dict())
+    weights = [s.score for s in scored]
+    return {"best_of_n": best_of_n(weights), "weighted_vote": weighted_vote([answer_key(v) for v in verdicts], weights)}
+
+
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """Verify each completion with the cotkit verifier: mean accuracy, majority-vote accuracy, unparseable rate."""
     from cotkit.harness.verify import verify_samples
@@ -136,9 +187,8 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]
     if results and isinstance(results[0], list):  # the keep_all filter hands over all samples at once
         results = results[0]
     task = _task(doc["cotkit_task"], doc["cotkit_data_dir"] or None, json.loads(doc["cotkit_options"]))
+    example = example_of(doc)
     row = json.loads(doc["raw"])
-    example = task.example_from_row(row, 0)
-    example.id = doc["id"]
     stop = task.stop_sequences(doc["cotkit_style"])
     samples = [Sample(example=example, completion=r, stop=stop) for r in results]
     verdicts = verify_samples(samples, _verifier(doc["cotkit_verifier"], task))
@@ -155,6 +205,8 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]
         ],
         "majority": voted,
     }
+    if doc.get("cotkit_rerank"):
+        record.update(rerank(doc, example, results, verdicts, record["completions"]))
     with _lock:
         RECORDS.setdefault(doc["cotkit_group"], []).append(record)
     return {

@@ -42,6 +42,47 @@ class EvalSettings:
     data_dir: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     bootstrap_iters: int = 1000
+    #: A step scorer that reranks each question's n samples: best-of-N and score-weighted vote accuracy.
+    rerank: str | None = None
+    #: How step scores become a solution score: min, prod or last.
+    aggregate: str = "min"
+    #: "beam": decode by step-level beam search, scored by `step_scorer`.
+    search: str | None = None
+    step_scorer: str | None = None
+    #: Options of the step scorers (--scorer-option KEY=VALUE).
+    scorer_options: dict[str, Any] = field(default_factory=dict)
+    beam_width: int = 4
+    beam_expand: int = 4
+    max_steps: int = 24
+    step_tokens: int = 96
+    logprob_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        from cotkit.errors import ConfigError
+        from cotkit.harness.stepsearch import AGGREGATES
+
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"--aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+        if self.search not in (None, "beam"):
+            raise ConfigError(f"--search {self.search!r}: only 'beam' is supported")
+        if self.search and not self.step_scorer:
+            raise ConfigError("--search beam needs --step-scorer NAME (e.g. arith, exec, prm)")
+        if self.step_scorer and not self.search:
+            raise ConfigError("--step-scorer scores beam search steps: add --search beam (or use --rerank to rerank samples)")
+        if self.rerank and self.n < 2:
+            raise ConfigError("--rerank picks among several samples per question: use --n 2 or more")
+        if self.search and self.n > self.beam_width:
+            raise ConfigError(f"--n {self.n} is more than --beam-width {self.beam_width}: beam search returns at most that many")
+
+    def beam_settings(self) -> Any:
+        """The beam search settings (temperature, budget and seed come from the sampling settings)."""
+        from cotkit.harness.stepsearch import BeamSettings
+
+        return BeamSettings(
+            beam_width=self.beam_width, expand=self.beam_expand, max_steps=self.max_steps, step_tokens=self.step_tokens,
+            max_new_tokens=self.max_new_tokens, top_p=self.top_p, aggregate=self.aggregate,
+            logprob_weight=self.logprob_weight, seed=self.seed,
+        )  # fmt: skip
 
 
 def _silence_lm_eval() -> None:
@@ -72,7 +113,8 @@ def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: P
     tm = TaskManager(include_path=str(yaml_dir()), include_defaults=False, metadata=_runtime_metadata(task, settings))
     if name not in tm.all_tasks:
         raise CotkitError(f"task {task.full_name} has no lm-eval definition {name} in {yaml_dir()}")
-    temperature = settings.temperature if settings.temperature is not None else (0.7 if settings.n > 1 else 0.0)
+    sampling = settings.n > 1 or settings.search is not None  # beam search samples its candidate steps
+    temperature = settings.temperature if settings.temperature is not None else (0.7 if sampling else 0.0)
     gen = {"until": task.stop_sequences(settings.style), "max_gen_toks": settings.max_new_tokens,
            "do_sample": temperature > 0, "temperature": temperature, "top_p": settings.top_p}
     names = [lm_eval_task_name(f"{task.name}:{sub}") for sub in task.subsets] if task.group and task.subset is None else [name]
@@ -81,7 +123,8 @@ def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: P
     for obj in loaded:
         obj.set_config(key="repeats", value=settings.n)
         obj.set_config(key="generation_kwargs", value=gen, update=True)
-    lm = CotkitLM(backend, seed=settings.seed, max_new_tokens=settings.max_new_tokens)
+    searcher = _beam_backend(task, backend, settings) if settings.search == "beam" else None
+    lm = CotkitLM(searcher or backend, seed=settings.seed, max_new_tokens=settings.max_new_tokens)
     bridge.RECORDS.clear()
     started = time.perf_counter()
     try:
@@ -92,12 +135,41 @@ def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: P
         records = [r for group in bridge.RECORDS.values() for r in group]
     finally:
         bridge.close_all()
+        if searcher is not None:
+            searcher.scorer.close()
+    if searcher is not None:
+        _attach_traces(records, searcher)
     elapsed = time.perf_counter() - started
     summary = summarize(task.full_name, results, records, settings)
     summary.update({"backend": backend.name, "model": backend.model_name, "seconds": round(elapsed, 2)})
     if output_dir is not None:
         write_outputs(Path(output_dir), results, records, summary)
     return summary
+
+
+def _beam_backend(task: Task, backend: Backend, settings: EvalSettings) -> Any:
+    """The backend wrapped in step-level beam search, its scorer told the Example behind each prompt."""
+    from cotkit.harness.stepsearch import BeamBackend, prompt_key
+    from cotkit.lmeval import bridge
+    from cotkit.plugins import host
+
+    scorer = host().get("step_scorer", settings.step_scorer)(**settings.scorer_options)
+    specs = [f"{task.name}:{sub}" for sub in task.subsets] if task.group and task.subset is None else [task.full_name]
+    data_dir = settings.data_dir or (str(task.data_dir) if task.data_dir else None)
+    examples = {}
+    for spec in specs:
+        for doc in bridge.build_docs(spec, settings.split, settings.style, data_dir, None, settings.task_options, settings.limit):
+            prompt = doc["prompt"]
+            examples[prompt.removeprefix(bridge.CHAT_PREFIX)] = bridge.example_of(doc)
+    return BeamBackend(backend, scorer, settings.beam_settings(), example_of=lambda p: examples.get(prompt_key(p)))
+
+
+def _attach_traces(records: list[dict[str, Any]], searcher: Any) -> None:
+    """Record each completion's beam (steps, step scores, beam score, why it ended) in its row."""
+    for rec in records:
+        beams = searcher.traces.get(rec["prompt"], [])
+        for row, beam in zip(rec["completions"], beams):
+            row["search"] = beam.to_dict(searcher.settings)
 
 
 def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:
@@ -112,6 +184,8 @@ def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:
         meta["cotkit_split"] = settings.split
     if settings.task_options:
         meta["cotkit_task_options"] = settings.task_options
+    if settings.rerank:
+        meta.update(cotkit_rerank=settings.rerank, cotkit_scorer_options=settings.scorer_options, cotkit_aggregate=settings.aggregate)
     return meta
 
 
@@ -139,12 +213,34 @@ def summarize(task_name: str, results: dict[str, Any], records: list[dict[str, A
         summary["mean_accuracy"] = acc
         summary[f"maj@{settings.n}"] = sum((_metric(v, "maj") or 0.0) * int(results["n-samples"][k]["effective"])
                                            for k, v in per_task.items()) / max(1, n_total)
+    if settings.rerank:
+        summary["rerank"] = {
+            "step_scorer": settings.rerank, "aggregate": settings.aggregate,
+            "best_of_n": _picked_accuracy(records, "best_of_n"), "weighted_vote": _picked_accuracy(records, "weighted_vote"),
+        }  # fmt: skip
+    if settings.search:
+        summary["search"] = {
+            "method": settings.search, "step_scorer": settings.step_scorer, "beam_width": settings.beam_width,
+            "expand": settings.beam_expand, "max_steps": settings.max_steps, "aggregate": settings.aggregate,
+            "logprob_weight": settings.logprob_weight,
+        }  # fmt: skip
     if len(per_task) > 1:
         summary["subtasks"] = {
             k.removeprefix("cotkit_"): {"n": int(results["n-samples"][k]["effective"]), "accuracy": _metric(v, key)}
             for k, v in per_task.items()
         }
     return summary
+
+
+def _picked_accuracy(records: list[dict[str, Any]], key: str) -> float:
+    """Accuracy of the sample each question's record picked under `key` (a question with no pick counts as wrong)."""
+    if not records:
+        return 0.0
+    hits = 0
+    for rec in records:
+        i = rec.get(key)
+        hits += bool(i is not None and rec["completions"][i].get("correct"))
+    return hits / len(records)
 
 
 def write_outputs(output_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -156,5 +252,6 @@ def write_outputs(output_dir: Path, results: dict[str, Any], records: list[dict[
     for rec in records:
         for i, c in enumerate(rec["completions"]):
             rows.append({"id": rec["id"], "task": rec["task"], "sample_index": i, "prompt": rec["prompt"],
-                         "target": rec["target"], **rec["raw"], **c, "majority_vote": rec["majority"] == i})
+                         "target": rec["target"], **rec["raw"], **c, "majority_vote": rec["majority"] == i,
+                         **({"best_of_n": rec["best_of_n"] == i, "weighted_vote": rec["weighted_vote"] == i} if "best_of_n" in rec else {})})
     atomic_write_jsonl(output_dir / "samples.jsonl", rows)

@@ -1,7 +1,10 @@
 """`arith`: check the arithmetic a text step states (`a op b = c`, GSM8K `<<48/2=24>>` annotations).
 
-Scores: 1.0 when the step states at least one calculation and all are right, 0.0 when any is
-wrong, and `neutral` (default 0.5) when it states none that can be checked ("The answer is 18.").
+Scores: 0.0 when a calculation in the step is wrong, else 1.0. A step with no calculation that
+can be checked ("The answer is 18.") gets `neutral`, by default 1.0: the neutral element of the
+`min` and `prod` aggregations, so a solution is rated by its arithmetic errors alone and stating
+the answer costs nothing (with 0.5, every solution that states an answer would be capped at 0.5
+and beam search would prefer partial solutions to finished ones).
 
 What is checked: an expression of numbers joined by `+ - * / x × ÷ · ^ **` (parentheses,
 `$`, thousands commas, decimals and a unary minus allowed) followed by `=` and a number or
@@ -20,6 +23,7 @@ integer exponents and numbers to 30 digits, so no input can make the check slow.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -170,13 +174,14 @@ def evaluate(expression: str) -> Fraction:
 
 
 def _agrees(value: Fraction, written: str) -> bool:
-    """Whether a computed value matches a written result (rounded or truncated to its decimals)."""
+    """Whether a computed value matches a written result, exactly or rounded or truncated to its decimals."""
     n = _number(written)
-    candidates = [n.value] + ([n.value * 100] if n.percent else [])
-    tol = Fraction(1, 10**n.decimals) if n.decimals else Fraction(0)
+    candidates = [n.value] + ([n.value * 100] if n.percent else [])  # "1/4 = 25%" and "0.25 * 100 = 25%"
+    scale = 10**n.decimals
     for target in candidates:
-        diff = abs(value - target)
-        if diff <= tol or diff <= abs(target) * Fraction(1, 10**9):
+        if value == target or abs(value - target) <= abs(target) * Fraction(1, 10**9):
+            return True
+        if n.decimals and (abs(value - target) * 2 * scale <= 1 or math.trunc(value * scale) == target * scale):
             return True
     return False
 
@@ -266,14 +271,14 @@ def _show(value: Fraction) -> str:
 
 
 class ArithScorer(StepScorer):
-    """Checks the arithmetic each step states: 1 right, 0 wrong, neutral (0.5) when there is none."""
+    """Checks the arithmetic each step states: 0 if a calculation is wrong, else 1 (neutral: no calculation)."""
 
     name = "arith"
-    description = "Check `a op b = c` statements and <<48/2=24>> annotations in each text step (1 right, 0 wrong, 0.5 none)"
+    description = "Check `a op b = c` statements and <<48/2=24>> annotations in each text step (0 wrong, 1 otherwise)"
     step_unit: ClassVar[str] = "text"
     known_options: ClassVar[dict[str, str]] = {
         "unit": "what a step is: sentence (default) or line",
-        "neutral": "score of a step with no checkable arithmetic (default 0.5)",
+        "neutral": "score of a step with no checkable arithmetic (default 1.0)",
     }
 
     def __init__(self, **options: Any):
@@ -285,7 +290,7 @@ class ArithScorer(StepScorer):
         if self.unit not in TEXT_UNITS:
             raise ConfigError(f"step scorer arith: unit must be one of {', '.join(TEXT_UNITS)}, not {self.unit!r}")
         try:
-            self.neutral = float(options.get("neutral", 0.5))
+            self.neutral = float(options.get("neutral", 1.0))
         except (TypeError, ValueError):
             raise ConfigError(f"step scorer arith: neutral must be a number, not {options.get('neutral')!r}") from None
         if not 0.0 <= self.neutral <= 1.0:
@@ -296,7 +301,7 @@ class ArithScorer(StepScorer):
         return split_text(completion, self.unit)
 
     def score_steps(self, example: Example, steps: list[str]) -> list[float]:
-        """1.0 if a step's calculations all hold, 0.0 if any is wrong, `neutral` if it has none."""
+        """0.0 if a step has a wrong calculation, 1.0 if all hold, `neutral` if it has none."""
         return [self.score_step(step) for step in steps]
 
     def score_step(self, step: str) -> float:
