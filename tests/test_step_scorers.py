@@ -194,6 +194,25 @@ def test_exec_scores_a_good_and_a_crashing_program(exec_scorer):
     assert exec_scorer.score_steps(EXAMPLE, ["    a = 5\n", "    b = a * 2\n", "    return b\n"]) == [1.0, 1.0, 1.0]
 
 
+def test_exec_on_the_pal_exemplar_programs(exec_scorer):
+    """The 8 PAL GSM8K programs PaD's teacher is prompted with: every statement runs and binds a name;
+    a misspelt name makes its step and every later one fail."""
+    from importlib.resources import files
+
+    import yaml
+
+    exemplars = yaml.safe_load((files("cotkit_tasks") / "pad" / "programs.yaml").read_text())
+    assert len(exemplars) == 8
+    items = [(None, exec_scorer.split(e["program"])) for e in exemplars]
+    for (_, steps), e in zip(items, exemplars):
+        assert "".join(steps) == e["program"] and len(steps) >= 4
+    for scores in exec_scorer.score_many(items):
+        assert scores == [1.0] * len(scores)
+    steps = items[0][1]
+    broken = [*steps[:2], steps[2].replace("=", "= undefined_name +", 1), *steps[3:]]
+    assert exec_scorer.score_steps(None, broken) == [1.0, 1.0] + [0.0] * (len(steps) - 2)
+
+
 def test_exec_unfinished_invalid_and_endless_prefixes(exec_scorer):
     assert exec_scorer.score_steps(None, ["def solution():\n    a = 5\n", "    b = (a +\n"]) == [1.0, 0.5]
     assert exec_scorer.score_steps(None, ["def solution():\n    a = 5\n", "    b = = 3\n"]) == [1.0, 0.0]

@@ -316,7 +316,7 @@ class _Search:
         return grid
 
     def _expand(self, live: list[tuple[int, Beam]], per_beam: int, step: int) -> list[tuple[int, Beam]]:
-        """New candidates from every live beam, plus the finished beams carried over unchanged."""
+        """New candidates from every live beam, each text once and none already finished."""
         seed = self.s.seed + 1000 * step
         grid = self._generate(live, per_beam, seed)
         out: list[tuple[int, Beam]] = []
