@@ -117,7 +117,8 @@ def test_second_run_reuses_the_teacher_cache(first_run, tiny_model, data_dir, an
     size = cache.stat().st_size
     proc = subprocess.run(
         [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, answers, counter, out2,
-         "--teacher-cache", str(cache), "--drop-truncated", "--no-dedup", "--no-baseline", "--student-format", "chat")],
+         "--teacher-cache", str(cache), "--drop-truncated", "--no-dedup", "--no-baseline", "--no-final-eval",
+         "--student-format", "chat")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -136,7 +136,7 @@ def _ftcot(tiny_model, data_dir, out, base, *extra):
         sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "train", "--method", "finetune-cot", "--task", "gsm8k",
         "--model", str(tiny_model), "--output-dir", str(out), "--teacher-endpoint", base, "--teacher-model", "tiny",
         "--teacher-api-key-env", KEY_ENV, "--samples-per-question", "2", "--train-limit", "4", "--dev-limit", "1",
-        "--heldout-limit", "1", "--no-baseline", "--max-new-tokens", "8", "--answer-max-new-tokens", "4",
+        "--no-final-eval", "--no-baseline", "--max-new-tokens", "8", "--answer-max-new-tokens", "4",
         "--student-max-new-tokens", "8", "--max-steps", "1", "--sft.grad-accum", "2", *extra,
     ]  # fmt: skip
 
