@@ -276,7 +276,7 @@ def pad_argv(model: Path, out: Path, teacher_files, data_dir: Path) -> list[str]
         "train", "--method", "pad", "--task", "gsm8k", "--model", str(model), "--output-dir", str(out),
         "--teacher-backend", "scripted", "--teacher-backend-options", f"programs={programs}",
         "--train-limit", "3", "--dev-limit", "1", "--heldout-limit", "2", "--shots", "1",
-        "--max-new-tokens", "24", "--repair-unsolved", "--steps", "2", "--beam-width", "2",
+        "--max-new-tokens", "24", "--repair-unsolved", "--steps", "2", "--beam-width", "2", "--beam-expand", "2",
         "--sft.learning-rate", "1e-3", "--sft.warmup-steps", "0", "--sft.batch-size", "2", "--sft.grad-accum", "1",
         "--backend-option", "batch_size=8",
     ]  # fmt: skip
@@ -317,15 +317,14 @@ def rows(path: Path) -> list[dict]:
 
 
 def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_run):
-    from cotkit_plugins.methods.pad import step_search_available
-
     state = json.loads((pad_run / "state.json").read_text())
     assert state["status"] == "complete"
     done = state["phases"]
     expected = [
         "iter_000/eval_dev", "iter_000/eval_heldout", "iter_001/sample", "iter_001/repair", "iter_001/build",
         "iter_001/train", "iter_001/eval_dev", "iter_001/eval_heldout", "iter_001/eval_heldout_refine",
-    ] + (["iter_001/eval_heldout_stepverify"] if step_search_available() else []) + ["iter_001/summary"]  # fmt: skip
+        "iter_001/eval_heldout_stepverify", "iter_001/summary",
+    ]  # fmt: skip
     assert list(done) == expected
     sample = done["iter_001/sample"]["result"]
     # 4 + 2 + 1 programs: 9 have a program (not the prose one), 5 ran, 4 correct (3 of Natalia, 1 of Weng)
@@ -340,8 +339,15 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
 
     base, plain = done["iter_000/eval_heldout"]["result"], done["iter_001/eval_heldout"]["result"]
     refined = done["iter_001/eval_heldout_refine"]["result"]
-    assert base["prompt"] == "pal" and plain["prompt"] == "student"
-    assert base["n"] == plain["n"] == refined["n"] == 2
+    stepwise = done["iter_001/eval_heldout_stepverify"]["result"]
+    assert base["prompt"] == "pal" and plain["prompt"] == "student" == stepwise["prompt"]
+    assert base["n"] == plain["n"] == refined["n"] == stepwise["n"] == 2
+    assert "beam search (width 2, expand 2, scorer exec)" in stepwise["decoding"]
+    for r in rows(pad_run / "iter_001" / "eval_heldout_stepverify.jsonl"):
+        # the completion is the best beam: its statements, each scored by running the program so far
+        assert "".join(r["search"]["steps"]) == r["completion"]
+        assert len(r["search"]["step_scores"]) == len(r["search"]["steps"])
+        assert r["meta"]["model"] == "iter_001/checkpoint"
     # the tiny random student writes no program: every answer goes through one refinement round
     assert refined["refined"] == 2 - plain["correct"]
     refine_rows = rows(pad_run / "iter_001" / "eval_heldout_refine.jsonl")
@@ -352,7 +358,8 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
 
     summary = rows(pad_run / "metrics.jsonl")[-1]
     assert summary["phase"] == "iter_001/summary"
-    for key in ("generated", "ran", "correct", "kept", "repair_examples", "heldout_accuracy", "heldout_refine_accuracy", "base_heldout_accuracy"):
+    for key in ("generated", "ran", "correct", "kept", "repair_examples", "base_heldout_accuracy", "heldout_accuracy",
+                "heldout_refine_accuracy", "heldout_stepverify_accuracy"):
         assert key in summary
     assert (summary["generated"], summary["ran"], summary["correct"], summary["kept"]) == (12, 5, 4, 3)
     assert "pad run" in (pad_run / "report.md").read_text()
@@ -376,13 +383,9 @@ def test_kill_between_phases_then_resume_gives_the_same_run(pad_run, tiny_model,
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["resumes"]) == 1 and manifest["resumes"][0]["completed_phases"] == 5
     # the resumed run is the uninterrupted one: same data, same training, same evaluations
-    for name in ("train.jsonl", "eval_heldout.jsonl", "eval_heldout_refine.jsonl"):
-        assert rows(out / "iter_001" / name) == _relocated(rows(pad_run / "iter_001" / name), pad_run, out), name
-    for phase in ("iter_001/build", "iter_001/eval_heldout", "iter_001/eval_heldout_refine"):
+    for name in ("train.jsonl", "eval_heldout.jsonl", "eval_heldout_refine.jsonl", "eval_heldout_stepverify.jsonl"):
+        assert rows(out / "iter_001" / name) == rows(pad_run / "iter_001" / name), name
+    for phase in ("iter_001/build", "iter_001/eval_heldout", "iter_001/eval_heldout_refine", "iter_001/eval_heldout_stepverify"):
         assert resumed[phase]["result"] == phases(pad_run)[phase]["result"], phase
     assert resumed["iter_001/train"]["result"]["final_loss"] == phases(pad_run)["iter_001/train"]["result"]["final_loss"]
 
-
-def _relocated(items: list[dict], old: Path, new: Path) -> list[dict]:
-    """Rows of another run directory with its path replaced by this one's (backends record model paths)."""
-    return json.loads(json.dumps(items).replace(str(old), str(new)))

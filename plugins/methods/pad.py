@@ -102,7 +102,12 @@ class PadConfig:
     refine_rounds: int = option(1, help="Refinement passes at most per question.")
     step_verify: bool = option(True, help="Also evaluate with step-verified decoding (step-level beam search, `exec` step scorer).")
     beam_width: int = option(4, help="Beams kept by step-verified decoding.")
-    step_scorer: str = option("exec", help="Step scorer of step-verified decoding.")
+    beam_expand: int = option(4, help="Next statements sampled from each live beam in step-verified decoding.")
+    beam_temperature: float = option(0.7, help="Sampling temperature of the candidate statements in step-verified decoding.")
+    step_scorer: str = option("exec", help="Step scorer of step-verified decoding (exec: the program so far runs and binds new names).")
+    step_scorer_options: dict[str, Any] = option(
+        default_factory=dict, help="Options of the step scorer KEY=VALUE, e.g. cpu_seconds=1 neutral=0.5."
+    )
     init: str = option("base", help="Fine-tune each round from the base model or continue from the last one.", choices=("base", "last"))
     epochs: float = option(3.0, help="Passes over the training set per round (ignored when --steps is set).")
     steps: int | None = option(None, help="Optimizer steps per round (default: from --epochs).")
@@ -123,9 +128,11 @@ class PadConfig:
             )
         if not 1 <= self.shots <= 8:
             raise ConfigError(f"shots must be between 1 and 8 (PAL has 8 exemplars), got {self.shots}")
+        if self.beam_temperature <= 0:
+            raise ConfigError(f"beam_temperature must be positive (at 0 every candidate statement is the same), got {self.beam_temperature}")
         if self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        for name in ("max_new_tokens", "refine_rounds", "beam_width"):
+        for name in ("max_new_tokens", "refine_rounds", "beam_width", "beam_expand"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.repairs_per_question < 0:
@@ -237,12 +244,12 @@ class Pad(Method):
                             f"{name}/eval_heldout_refine",
                             lambda: self.evaluate_refined(ctx, models, current, heldout, d / "eval_heldout.jsonl", d / "eval_heldout_refine.jsonl", split),
                         )
-                    if cfg.step_verify and not step_search_available():
-                        ctx.log("[yellow]step-verified decoding needs cotkit's step-level beam search, which this installation lacks; skipped[/yellow]")
-                    elif cfg.step_verify:
+                    if cfg.step_verify:
                         ctx.phase(
                             f"{name}/eval_heldout_stepverify",
-                            lambda: self.evaluate_step_verified(ctx, models, current, heldout, d / "eval_heldout_stepverify.jsonl", split, student_style),
+                            lambda: self.evaluate_step_verified(
+                                ctx, models, current, heldout, d / "eval_heldout_stepverify.jsonl", split, student_style, f"{name}/eval_heldout_stepverify"
+                            ),
                         )
                 ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
                 if cfg.keep_checkpoints == "last":
@@ -267,7 +274,9 @@ class Pad(Method):
         """Greedy accuracy of a student on `examples`: its program is run in the sandbox and its result compared."""
         from cotkit.harness.evaluate import evaluate
 
-        summary = evaluate(self.prompts, examples, models.get(model), self.verifier, style=style, params=self._params(style), output=output)
+        summary = evaluate(
+            self.prompts, examples, models.get(model), self.verifier, style=style, params=self._params(style), output=output, model_label=model
+        )
         return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": "greedy", **summary}
 
     def evaluate_refined(
@@ -329,10 +338,39 @@ class Pad(Method):
         }
 
     def evaluate_step_verified(
-        self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str
+        self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str, phase: str
     ) -> dict[str, Any]:
-        """Accuracy with step-level beam search over program statements, scored by the step scorer."""
-        raise NotImplementedError  # filled in once the shared beam search lands
+        """Accuracy with step-verified decoding: step-level beam search over program statements, each
+        partial program scored by the step scorer (`exec`: it runs in the sandbox and binds new names).
+
+        The search is cotkit's shared one (`cotkit eval --search beam`), wrapped around the
+        student's backend; the best final beam is the answer, run and compared like any program.
+        """
+        from cotkit.harness.evaluate import evaluate
+        from cotkit.harness.stepsearch import BeamBackend, BeamSettings, prompt_key
+        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit.plugins import host
+
+        cfg: PadConfig = ctx.options
+        scorer = host().get("step_scorer", cfg.step_scorer)(**cfg.step_scorer_options)
+        by_prompt = {prompt_key(self.prompts.prompt(ex, style)): ex for ex in examples}
+        settings = BeamSettings(beam_width=cfg.beam_width, expand=cfg.beam_expand, max_new_tokens=cfg.max_new_tokens)
+        search = BeamBackend(models.get(model), scorer, settings, example_of=lambda p: by_prompt.get(prompt_key(p)))
+        params = SamplingParams(
+            n=1, temperature=cfg.beam_temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+            stop=self.prompts.stop_sequences(style), seed=ctx.seed_for(phase),
+        )  # fmt: skip
+        try:
+            summary = evaluate(self.prompts, examples, search, self.verifier, style=style, params=params, output=output, model_label=model)
+        finally:
+            scorer.close()  # not search.close(): that would close the student's backend, which `models` owns
+        out_rows = _read_rows(output)
+        for row, ex in zip(out_rows, examples):
+            beams = search.traces.get(prompt_key(self.prompts.prompt(ex, style)), [])
+            row["search"] = beams[0].to_dict(settings) if beams else None
+        atomic_write_jsonl(output, out_rows)
+        decoding = f"step-verified beam search (width {cfg.beam_width}, expand {cfg.beam_expand}, scorer {cfg.step_scorer})"
+        return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": decoding, **summary}
 
     # -- data --------------------------------------------------------------------------------
 
@@ -620,13 +658,6 @@ def training_items(
         "train_examples": len(items),
         **counts,
     }
-
-
-def step_search_available() -> bool:
-    """True when cotkit's step-level beam search (shared with `cotkit eval --search beam`) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("cotkit.harness.stepsearch") is not None
 
 
 def _prompt_name(style: str) -> str:
