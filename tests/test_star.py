@@ -44,7 +44,7 @@ def test_steps_grow_twenty_percent_per_iteration():
     from cotkit_plugins.methods.star import StarConfig, steps_at
 
     cfg = StarConfig()
-    assert [steps_at(cfg, i) for i in (1, 2, 3, 4)] == [40, 48, 58, 69]
+    assert [steps_at(cfg, i) for i in (1, 2, 3, 4)] == [40, 48, 57, 69]  # int() as the reference code
 
 
 def test_star_end_to_end(cli, data_dir, formatted_model, tmp_path, host):
@@ -128,34 +128,46 @@ def test_star_variants_rft_without_rationalization(cli, data_dir, formatted_mode
     assert "iter_001/rationalize" not in phases and "iter_000/eval_heldout" not in phases
 
 
-def test_training_set_rules(data_dir, tiny_model, tmp_path, host):
-    """Dedup, the per-question cap, truncated samples dropped, text after the answer trimmed."""
+@pytest.mark.parametrize(("style", "train_style", "stored"), [("zeroshot", "auto", "zeroshot"), ("fewshot", "auto", "zeroshot"), ("fewshot", "fewshot", "fewshot")])
+def test_training_set_rules(data_dir, tiny_model, tmp_path, host, style, train_style, stored):
+    """Dedup, the per-question cap, truncated samples dropped, text after the answer trimmed, hint-free prompts.
+
+    Sampled with few-shot prompts, examples are stored without the exemplars (the reference code's
+    default; `--train-style fewshot` is its --few_shot_train).
+    """
     from cotkit.config import build
     from cotkit_plugins.methods.star import Star, StarConfig
 
     task = host.task(TASK, data_dir=data_dir)
-    ex = task.examples("fit")[0]
+    ex, ex2 = task.examples("fit")[:2]
     answer = task.answer_sentence(ex)
     d = tmp_path / "iter"
     d.mkdir()
 
-    def row(completion, correct=True, finish="stop", hint=False):
-        return {"id": ex.id, "completion": completion, "correct": correct, "hint": hint, "meta": {"finish_reason": finish}}
+    def row(completion, correct=True, finish="stop", example=ex):
+        return {"id": example.id, "completion": completion, "correct": correct, "meta": {"finish_reason": finish}}
 
     sample_rows = [
         row(f" Because. {answer} Q: next question"),
         row(f" Because.  {answer}"),  # the same rationale up to whitespace once trimmed
         row(f" Another reason. {answer}"),
-        row(f" A third reason. {answer}"),
         row(" wrong", correct=False),
-        row(f" Cut off. {answer} and", finish="length"),
+        row(f" Cut off, it is {ex.answer} and so on and", finish="length"),  # ran out of tokens: dropped
+        row(f" Ran on. the answer is: {ex.answer}\n\nA: blah blah", finish="length"),  # complete once trimmed
+        row(f" A fourth reason. {answer}"),  # over the cap of 3
     ]
     (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample_rows))
-    (d / "rationalized.jsonl").write_text(json.dumps(row(f" With hint. {answer}", hint=True)) + "\n")
-    ctx = SimpleNamespace(options=build(StarConfig, {"style": "zeroshot", "max_per_question": 3}), task=task, base_model=str(tiny_model))
-    got = Star().build_train_set(ctx, d, {ex.id: ex})
+    (d / "rationalized.jsonl").write_text(json.dumps(row(f" With hint. {task.answer_sentence(ex2)}", example=ex2)) + "\n")
+    ctx = SimpleNamespace(options=build(StarConfig, {"style": style, "train_style": train_style, "max_per_question": 3}), task=task, base_model=str(tiny_model))
+    got = Star().build_train_set(ctx, d, {ex.id: ex, ex2.id: ex2})
     train = rows(d / "train.jsonl")
-    assert [t["completion"] for t in train] == [f" Because. {answer}", f" Another reason. {answer}", f" A third reason. {answer}"]
+    assert [t["completion"] for t in train] == [
+        f" Because. {answer}", f" Another reason. {answer}", f" Ran on. the answer is: {ex.answer}",
+        f" With hint. {task.answer_sentence(ex2)}",
+    ]
+    assert [t["meta"]["source"] for t in train] == ["correct"] * 3 + ["rationalized"]
     assert got["duplicates"] == 1 and got["dropped_truncated"] == 1 and got["over_cap"] == 1
-    assert got["kept_correct"] == 3 and got["kept_rationalized"] == 0 and got["train_examples"] == 3
-    assert all(t["prompt"] == task.prompt(ex, "zeroshot") for t in train)
+    assert got["kept_correct"] == 3 and got["kept_rationalized"] == 1 and got["train_examples"] == 4
+    assert got["train_questions"] == 2
+    by_id = {ex.id: ex, ex2.id: ex2}
+    assert all(t["prompt"] == task.prompt(by_id[t["meta"]["id"]], stored, hint=False) for t in train)

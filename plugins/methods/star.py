@@ -15,6 +15,7 @@ removed), `--init last` (continue from the previous iteration's model instead of
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,16 @@ class StarConfig:
     """Options of `cotkit train --method star` (`cotkit show star` lists them)."""
 
     iterations: int = option(3, help="Outer-loop iterations (sample, rationalize, fine-tune, evaluate).")
-    style: str = option("fewshot", help="Prompt style for sampling, training and evaluation.", choices=PROMPT_STYLES)
+    style: str = option("fewshot", help="Prompt style for sampling rationales and for evaluation.", choices=PROMPT_STYLES)
+    train_style: str = option(
+        "auto",
+        help="Prompt style stored in training examples; auto: zeroshot (the question without the few-shot "
+        "exemplars, as the reference code trains) when --style is fewshot, else --style.",
+        choices=("auto", *PROMPT_STYLES),
+    )
+    no_prompt: bool = option(
+        False, help="Sample and evaluate fine-tuned models with the training prompt style instead of --style (reference --no_prompt)."
+    )
     rationalize: bool = option(True, help="Retry failed questions with the gold answer as a hint (--no-rationalize: off).")
     samples_per_question: int = option(
         1, help="Rationales sampled per question; more than 1 (with --temperature > 0) is rejection-sampling fine-tuning."
@@ -40,8 +50,12 @@ class StarConfig:
     max_new_tokens: int = option(256, help="Longest rationale in tokens (sampling and evaluation).")
     dedup: bool = option(True, help="Keep one copy of identical rationales for the same question.")
     max_per_question: int | None = option(None, help="Keep at most this many correct rationales per question.")
-    drop_truncated: bool = option(True, help="Discard rationales that hit --max-new-tokens before ending.")
-    trim: bool = option(True, help="Cut a kept rationale after the task's answer sentence (drops text after the answer).")
+    drop_truncated: bool = option(
+        True, help="Discard rationales that hit --max-new-tokens before ending (unless --trim finds their answer)."
+    )
+    trim: bool = option(
+        True, help="Cut a kept rationale after its first statement of the answer (drops rambling after it)."
+    )
     train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
     dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
     heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
@@ -78,8 +92,20 @@ class StarConfig:
 
 
 def steps_at(cfg: StarConfig, iteration: int) -> int:
-    """Optimizer steps of an iteration (1-based): `steps * step_growth ** (iteration - 1)`, rounded."""
-    return max(1, round(cfg.steps * cfg.step_growth ** (iteration - 1)))
+    """Optimizer steps of an iteration (1-based): `int(steps * step_growth ** (iteration - 1))` as in the reference."""
+    return max(1, int(cfg.steps * cfg.step_growth ** (iteration - 1) + 1e-9))
+
+
+def train_style(cfg: StarConfig) -> str:
+    """The prompt style of stored training examples (`auto` resolved)."""
+    if cfg.train_style != "auto":
+        return cfg.train_style
+    return "zeroshot" if cfg.style == "fewshot" else cfg.style
+
+
+def style_for(cfg: StarConfig, model: str) -> str:
+    """The prompt style to sample or evaluate `model` with: --style, or the training style for fine-tuned models with --no-prompt."""
+    return train_style(cfg) if cfg.no_prompt and model != "base" else cfg.style
 
 
 class Models:
@@ -178,11 +204,12 @@ class Star(Method):
 
         cfg: StarConfig = ctx.options
         task = ctx.task
-        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(cfg.style), seed=0)
+        style = style_for(cfg, model)
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(style), seed=0)
         verifier = make_verifier(None, task)
         try:
             summary = evaluate(
-                task, examples, models.get(model), verifier, style=cfg.style, params=params, output=output, model_label=model
+                task, examples, models.get(model), verifier, style=style, params=params, output=output, model_label=model
             )
         finally:
             verifier.close()
@@ -198,9 +225,10 @@ class Star(Method):
         task = ctx.task
         params = SamplingParams(
             n=cfg.samples_per_question, temperature=cfg.temperature, top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(cfg.style), seed=ctx.seed_for(phase),
+            max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(style_for(cfg, model)), seed=ctx.seed_for(phase),
         )
-        samples = sample(task, examples, models.get(model), params, style=cfg.style, hint=hint, progress=True) if examples else []
+        style = style_for(cfg, model)
+        samples = sample(task, examples, models.get(model), params, style=style, hint=hint, progress=True) if examples else []
         verifier = make_verifier(None, task)
         try:
             verify_samples(samples, verifier)
@@ -242,13 +270,15 @@ class Star(Method):
             for row in _read_rows(path):
                 if not row.get("correct"):
                     continue
-                if cfg.drop_truncated and _truncated(row.get("meta") or {}):
-                    counts["dropped_truncated"] += 1
-                    continue
                 example = by_id[row["id"]]
                 completion = row["completion"]
-                if cfg.trim:
-                    completion = trim_after(completion, task.answer_sentence(example))
+                trimmed = trim_after_answer(completion, task.answer_sentence(example), example.answer) if cfg.trim else None
+                # A rationale cut at its answer is complete even if the sampler ran on past it.
+                if cfg.drop_truncated and trimmed is None and _truncated(row.get("meta") or {}):
+                    counts["dropped_truncated"] += 1
+                    continue
+                if trimmed is not None:
+                    completion = trimmed
                 key = " ".join(completion.split())
                 got = seen.setdefault(example.id, set())
                 if cfg.dedup and key in got:
@@ -260,7 +290,7 @@ class Star(Method):
                 got.add(key)
                 # The training prompt is the hint-free one: a rationalization is stored as if the
                 # model had produced it without being told the answer.
-                prompt = task.prompt(example, cfg.style, hint=False)
+                prompt = task.prompt(example, train_style(cfg), hint=False)
                 kept.append(TrainExample(prompt, completion, 1.0, {"id": example.id, "source": source}))
                 counts[f"kept_{source}"] += 1
         atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])
@@ -350,10 +380,23 @@ class Star(Method):
                 shutil.rmtree(ck, ignore_errors=True)
 
 
-def trim_after(completion: str, sentence: str) -> str:
-    """The completion cut right after the first occurrence of `sentence` (unchanged if absent)."""
+def trim_after_answer(completion: str, sentence: str, answer: str) -> str | None:
+    """The completion cut right after its first statement of the answer, or None if it has none.
+
+    The statement is the task's answer sentence (`So the answer is (B).`) or, leniently, its last
+    two cue words followed by the answer (`The answer is: (B)`), case-insensitive.
+    """
     i = completion.find(sentence)
-    return completion[: i + len(sentence)] if i >= 0 else completion
+    if i >= 0:
+        return completion[: i + len(sentence)]
+    head, _, _ = sentence.rstrip(". ").rpartition(answer)
+    cue = head.rstrip().rstrip("(").split()[-2:]
+    if not cue or not answer:
+        return None
+    bare = answer.strip("()")
+    pattern = r"\s+".join(re.escape(w) for w in cue) + rf"\s*:?\s*\(?{re.escape(bare)}\)?(?![\w])\.?"
+    m = re.search(pattern, completion, flags=re.IGNORECASE)
+    return completion[: m.end()] if m else None
 
 
 def _truncated(meta: dict[str, Any]) -> bool:
