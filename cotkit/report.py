@@ -4,7 +4,9 @@ Conventions a method follows to get a report: evaluation phases are named
 `iter_NNN/eval_dev` (held-out accuracy after iteration NNN; iter_000 is the base model) and
 `iter_NNN/eval_heldout` (the task's held-out split), with the summary of
 `cotkit.harness.evaluate.evaluate` as result; an `iter_NNN/summary` phase holds the iteration's
-funnel counts. Everything else in metrics.jsonl is listed as it is.
+funnel counts. `iter_NNN/eval_heldout_<variant>` phases (the same held-out examples decoded another
+way, e.g. PaD's refinement pass) are listed under the plain one, labelled by their `decoding`
+field. Everything else in metrics.jsonl is listed as it is.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ FUNNEL_COLUMNS = (
 
 
 def iteration_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per iteration: `dev` (eval summary), `heldout`, `summary` (funnel) where recorded."""
+    """One dict per iteration: `dev` (eval summary), `heldout`, `summary` (funnel) where recorded,
+    and `heldout_variants` ({variant: eval summary}) for `eval_heldout_<variant>` phases."""
     by_iter: dict[int, dict[str, Any]] = {}
     for row in metrics:
+        variant = re.fullmatch(r"iter_(\d+)/eval_heldout_(\w+)", str(row.get("phase", "")))
+        if variant:
+            entry = by_iter.setdefault(int(variant.group(1)), {"iteration": int(variant.group(1))})
+            entry.setdefault("heldout_variants", {})[variant.group(2)] = row
+            continue
         m = re.fullmatch(r"iter_(\d+)/(eval_dev|eval_heldout|summary)", str(row.get("phase", "")))
         if not m:
             continue
@@ -105,6 +113,9 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
             ev = r["heldout"]
             who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
             lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
+            for variant, ev in (r.get("heldout_variants") or {}).items():
+                label = ev.get("decoding") or variant
+                lines.append(f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
         if len(held) >= 2:
             a, b = held[0]["heldout"], held[-1]["heldout"]
             delta = 100 * (b["accuracy"] - a["accuracy"])

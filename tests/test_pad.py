@@ -362,7 +362,9 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
                 "heldout_refine_accuracy", "heldout_stepverify_accuracy"):
         assert key in summary
     assert (summary["generated"], summary["ran"], summary["correct"], summary["kept"]) == (12, 5, 4, 3)
-    assert "pad run" in (pad_run / "report.md").read_text()
+    report = (pad_run / "report.md").read_text()
+    assert "| after iteration 1, greedy + refinement (1 round(s)) | test |" in report
+    assert "| after iteration 1, step-verified beam search (width 2, expand 2, scorer exec) | test |" in report
 
 
 def test_kill_between_phases_then_resume_gives_the_same_run(pad_run, tiny_model, data_dir, teacher_files, tmp_path):

@@ -80,6 +80,8 @@ def train(
     for r in held:
         who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
         out.print(f"{r['heldout'].get('split', 'held-out')} accuracy, {who}: {fmt_acc(r['heldout'])}")
+        for variant, ev in (r.get("heldout_variants") or {}).items():
+            out.print(f"{ev.get('split', 'held-out')} accuracy, {who}, {ev.get('decoding') or variant}: {fmt_acc(ev)}")
     out.print(f"report: {run_ctx.path / 'report.md'}")
 
 

@@ -215,7 +215,7 @@ class Pad(Method):
             for it in range(1, cfg.iterations + 1):
                 d = ctx.iter_dir(it)
                 name = f"iter_{it:03d}"
-                sampler = TEACHER if it == 1 else current
+                sampler = TEACHER if it == 1 or current == base else current  # a base student has not learnt its format
                 sampled = ctx.phase(f"{name}/sample", lambda: self.sample_programs(ctx, models, sampler, fit, d / "samples.jsonl", f"{name}/sample"))
                 if cfg.repair_unsolved:
                     ctx.phase(
