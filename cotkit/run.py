@@ -449,6 +449,12 @@ def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = N
     config.run.output_dir = str(path)
     cfg_path = path / "config.yaml"
     display = display or RunDisplay()
+    if not is_main_process():
+        # The main process checks and creates the directory; the others wait for it. (If the main
+        # process refuses, the launcher stops every process.)
+        while not cfg_path.exists():
+            time.sleep(0.5)
+        return RunContext(config, path, display=display, data_dir=data_dir)
     if cfg_path.exists():
         if not resume:
             raise CotkitError(

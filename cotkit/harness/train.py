@@ -274,6 +274,7 @@ class TrainResult:
     seconds: float
     losses: list[float]
     resumed_from_step: int = 0
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -477,7 +478,7 @@ def train(
     result = TrainResult(
         checkpoint=str(output_dir), steps=steps, examples=len(features), dropped=dropped,
         tokens=sum(len(f["input_ids"]) for f in features), seconds=round(time.time() - t0, 3),
-        losses=losses, resumed_from_step=start_step,
+        losses=losses, resumed_from_step=start_step, processes=world,
     )
     if accelerator.is_main_process:
         _save_checkpoint(unwrapped, state_dict, tokenizer, output_dir, config.lora, result)

@@ -188,7 +188,7 @@ class Star(Method):
                     )
                 ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
                 if cfg.keep_checkpoints == "last":
-                    self.prune_checkpoints(ctx, it)
+                    self.prune_checkpoints(ctx, it, keep=current)
                 ctx.show_iterations()
                 ctx.write_report()
         finally:
@@ -335,6 +335,7 @@ class Star(Method):
             "steps": result.steps,
             "examples": result.examples,
             "dropped_too_long": result.dropped,
+            "processes": result.processes,
             "first_loss": result.losses[0],
             "final_loss": result.losses[-1],
         }
@@ -366,8 +367,8 @@ class Star(Method):
             **times,
         }
 
-    def prune_checkpoints(self, ctx: Any, it: int) -> None:
-        """With keep_checkpoints=last, remove the checkpoints of earlier iterations (main process)."""
+    def prune_checkpoints(self, ctx: Any, it: int, keep: str) -> None:
+        """With keep_checkpoints=last, remove earlier iterations' checkpoints except `keep` (main process)."""
         import shutil
 
         from cotkit.run import is_main_process
@@ -376,7 +377,7 @@ class Star(Method):
             return
         for prev in range(1, it):
             ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
-            if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
+            if ck.exists() and keep != f"iter_{prev:03d}/checkpoint" and ctx.done(f"iter_{it:03d}/summary"):
                 shutil.rmtree(ck, ignore_errors=True)
 
 
