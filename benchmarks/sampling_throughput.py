@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--naive-prompts", type=int, default=4, help="prompts the naive sampling loop runs on (rate only)")
     parser.add_argument("--batch-size", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 is steadier on a busy machine")
+    parser.add_argument("--only", choices=("greedy", "sampling", "decode"), help="run one part")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
 
@@ -126,7 +127,23 @@ def main() -> None:
           f"batch size {backend.batch_size}, {len(prompts)} prompts, max_new_tokens {args.max_new_tokens}")  # fmt: skip
     figures: dict[str, float] = {}
 
-    # 1. greedy: equality and speed, one completion per prompt on both sides.
+    # Warm up both paths (first calls allocate memory and pick kernels) before timing anything.
+    batched(backend, prompts[:4], 1, 4, 0.0)
+    naive_loop(backend, prompts[:1], 1, 4, 0.0)
+
+    if args.only in (None, "greedy"):
+        greedy_part(backend, prompts, args, figures)
+    if args.only in (None, "sampling"):
+        sampling_part(backend, prompts, args, figures)
+    if args.only in (None, "decode"):
+        decode_part(backend, figures)
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+    backend.close()
+
+
+def greedy_part(backend, prompts: list[str], args: argparse.Namespace, figures: dict[str, float]) -> None:
+    """Greedy completions of the backend and of the naive loop: speed and equality."""
     grid, b_tokens, b_s = batched(backend, prompts, 1, args.max_new_tokens, 0.0)
     naive_texts, n_tokens, n_s = naive_loop(backend, prompts, 1, args.max_new_tokens, 0.0)
     same = sum(row[0] == g[0].text for row, g in zip(naive_texts, grid))
@@ -139,7 +156,9 @@ def main() -> None:
     print(f"   greedy with n={args.n}: {g_tokens} tokens delivered in {g_s:.1f} s = {g_tokens / g_s:.1f} tok/s "
           "(identical prompts are decoded once at temperature 0)")  # fmt: skip
 
-    # 2. sampling: n samples per prompt.
+
+def sampling_part(backend, prompts: list[str], args: argparse.Namespace, figures: dict[str, float]) -> None:
+    """n samples per prompt at temperature 0.7: the backend against one generate() call per sample."""
     grid, s_tokens, s_s = batched(backend, prompts, args.n, args.max_new_tokens, 0.7)
     sub = prompts[: args.naive_prompts]
     _, ns_tokens, ns_s = naive_loop(backend, sub, args.n, args.max_new_tokens, 0.7)
@@ -149,7 +168,9 @@ def main() -> None:
     print(f"   hf backend, batched   : {s_tokens:6d} tokens in {s_s:7.1f} s = {s_tokens / s_s:7.1f} tok/s ({len(prompts)} prompts x {args.n})")
     print(f"   speed-up {s_tokens / s_s / (ns_tokens / ns_s):.1f}x")
 
-    # 3. batch-1 decode against the memory-bandwidth limit.
+
+def decode_part(backend, figures: dict[str, float]) -> None:
+    """Batch-1 decode rate against the memory-bandwidth bound (all weights read per token)."""
     weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     rate = decode_rate_batch1(backend)
     bandwidth = memory_bandwidth_gbs()
@@ -159,9 +180,6 @@ def main() -> None:
     print(f"   weights read per token: {weight_bytes / 1e6:.0f} MB ({backend.dtype})")
     print(f"   memory bandwidth (copy, read+write): {bandwidth:.1f} GB/s -> at most {bound:.1f} tok/s")
     print(f"   measured: {rate:.1f} tok/s = {rate / bound:.0%} of the bandwidth bound")
-    if args.json:
-        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
-    backend.close()
 
 
 if __name__ == "__main__":

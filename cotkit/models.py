@@ -43,6 +43,8 @@ OFFLINE_ENVS = ("COTKIT_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 HUB_TIMEOUT_S = 2.0
 #: Marker written last into a converted folder: a folder without it is an interrupted conversion.
 MARKER = "cotkit-model.json"
+#: Files `models pull HUB_ID` downloads: weights, configs, tokenizer and remote code.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja", "*.py"]
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,8 @@ def pull(spec: str, source: str = "auto", from_file: str | Path | None = None) -
         try:
             from huggingface_hub import snapshot_download
 
-            resolved = snapshot_download(spec)
+            # The files from_pretrained reads, not every export (ONNX, GGUF, ...) a repo may hold.
+            resolved = snapshot_download(spec, allow_patterns=HUB_PATTERNS)
         except Exception as e:
             raise ModelError(f"model {spec!r}: download from the hub failed ({type(e).__name__}: {_first_line(e)})") from e
     return resolved

@@ -30,8 +30,9 @@ from cotkit.types import Prompt
 
 from .common import SEED_MASK, check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
-#: Rows decoded together when `batch_size="auto"`: measured best on a 2-core CPU with SmolLM2-135M
-#: (benchmarks/sampling_throughput.py); a GPU has room for far more.
+#: Rows decoded together when `batch_size="auto"`. On a few CPU cores a 32-row decode step of a
+#: ~100M-parameter model is compute-bound already, so more rows only add padding and memory;
+#: a GPU has room for far more.
 AUTO_BATCH_CPU = 32
 AUTO_BATCH_GPU = 128
 
