@@ -179,6 +179,9 @@ class Verifier(Plugin):
 class StepScorer(Plugin):
     """Splits a completion into steps and scores each (higher is better)."""
 
+    #: What a step is: "text" (lines or sentences) or "program" (statements); decoding uses it.
+    step_unit: ClassVar[str] = "text"
+
     def __init__(self, **options: Any):
         self.options = options
 
@@ -227,8 +230,18 @@ class Backend(Plugin):
         self.model_name = model
         self.options = options
 
-    def generate(self, prompts: list[Prompt], params: SamplingParams, progress: bool = True) -> list[list[Generation]]:
-        """`params.n` generations for each prompt, in prompt order."""
+    def generate(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        progress: bool = True,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Generation]]:
+        """`params.n` generations for each prompt, in prompt order.
+
+        Sample j of prompt i is drawn with seed `seeds[i] + j`, so it does not depend on the other
+        prompts in the call; without `seeds`, a prompt's seed derives from `params.seed` and its text.
+        """
         raise NotImplementedError
 
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
