@@ -384,7 +384,9 @@ def train(
     if steps < 1:
         raise ConfigError(f"training needs at least 1 step, got {steps}")
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision))
+    # cpu=True on a machine without a GPU is what makes accelerate join a torchrun/MPI process
+    # group on CPUs (gloo) instead of training alone in every process.
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
     set_seed(seed)
     if accelerator.device.type == "cpu":
         # CPU kernels are deterministic given the thread count; make any exception loud.
@@ -459,6 +461,8 @@ def train(
             for key, v in mb_stats.items():
                 stats[key] = stats.get(key, 0.0) + v / len(micro)
             total_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        if world > 1:  # log the loss of the whole step, not this process's share
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="mean"))
         if config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
         optimizer.step()
