@@ -165,3 +165,36 @@ def test_a_custom_loss_function_plugs_in(tiny_model, tmp_path):
     plain = train(str(tiny_model), ITEMS, cfg, 3, tmp_path / "p", seed=5)
     assert calls == [2, 2, 2]
     assert custom.losses == pytest.approx(plain.losses, rel=1e-5)
+
+
+DDP_SCRIPT = """
+import sys
+from cotkit.harness.train import SFTConfig, TrainExample, train
+items = [TrainExample(f"Q: What is {a} plus {b}?\\nA:", f" {a} + {b} = {a + b}.") for a in range(4) for b in range(4)]
+cfg = SFTConfig(learning_rate=1e-3, warmup_steps=0, batch_size=int(sys.argv[3]), grad_accum=1)
+r = train(sys.argv[1], items, cfg, 3, sys.argv[2], seed=0)
+print("RESULT", r.processes, r.losses, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_data_parallel_like_one(tiny_model, tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU): the same steps as one process with twice the batch."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    two = subprocess.run([*torchrun, str(script), str(tiny_model), str(tmp_path / "two"), "2"], capture_output=True, text=True, env=env, timeout=600)
+    one = subprocess.run([sys.executable, str(script), str(tiny_model), str(tmp_path / "one"), "4"], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
+    assert "RESULT 2 " in two.stdout and "RESULT 1 " in one.stdout
+    two_losses = eval(two.stdout.split("RESULT 2 ")[1].splitlines()[0])
+    one_losses = eval(one.stdout.split("RESULT 1 ")[1].splitlines()[0])
+    assert two_losses == pytest.approx(one_losses, rel=1e-5)  # normalised over the whole step, not per process
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -447,6 +447,11 @@ def train(
         idx = step_indices(len(features), step, per_step, seed)[rank * per_process : (rank + 1) * per_process]
         group = [features[i] for i in idx]
         normalizer = sum(objective.size(f) for f in group) or 1.0
+        if world > 1:
+            # Normalise by the whole step's count across processes (DDP averages gradients, hence
+            # the division by `world`), so N processes compute what one process would.
+            total = accelerator.reduce(torch.tensor(float(normalizer), device=accelerator.device), reduction="sum")
+            normalizer = float(total) / world
         micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
         step_loss = 0.0
         stats: dict[str, float] = {}
