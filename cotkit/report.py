@@ -21,8 +21,8 @@ from cotkit.jsonl import atomic_write_text
 FUNNEL_COLUMNS = (
     ("questions", "questions"),
     ("samples", "samples"),
-    ("correct", "correct"),
-    ("unparseable", "unparseable"),
+    ("correct", "correct samples"),
+    ("unparseable", "unparseable samples"),
     ("rationalized", "rationalized"),
     ("train_examples", "train ex."),
     ("train_tokens", "train tokens"),
@@ -64,13 +64,19 @@ def iteration_table(rows: list[dict[str, Any]], title: str = "iterations") -> An
     table = Table(title=title)
     table.add_column("iter", justify="right")
     table.add_column("dev accuracy [95% CI]", justify="right")
+    table.add_column("dev unparseable", justify="right")
     present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
     for _, header in present:
         table.add_column(header, justify="right")
     for r in rows:
         s = r.get("summary") or {}
-        table.add_row(str(r["iteration"]), fmt_acc(r.get("dev")), *[_cell(s.get(k)) for k, _ in present])
+        table.add_row(str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), *[_cell(s.get(k)) for k, _ in present])
     return table
+
+
+def _pct(ev: dict[str, Any] | None, key: str) -> str:
+    v = (ev or {}).get(key)
+    return "–" if v is None else f"{100 * v:.1f}%"
 
 
 def _cell(v: Any) -> str:
@@ -95,24 +101,26 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
     if any("dev" in r for r in rows):
         lines += ["## Held-out (dev) accuracy per iteration", "", "Iteration 0 is the base model.", ""]
         present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
-        header = ["iteration", "dev accuracy [95% CI]", *[h for _, h in present]]
+        header = ["iteration", "dev accuracy [95% CI]", "dev unparseable", *[h for _, h in present]]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in rows:
             s = r.get("summary") or {}
-            lines.append("| " + " | ".join([str(r["iteration"]), fmt_acc(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]) + " |")
+            lines.append(
+                "| " + " | ".join([str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), *[_cell(s.get(k)) for k, _ in present]]) + " |"
+            )
         lines.append("")
         lines.append("![held-out accuracy per iteration](accuracy.png)")
         lines.append("")
     held = [r for r in rows if "heldout" in r]
     if held:
         lines += ["## Final evaluation on the task's held-out split", ""]
-        lines.append("| model | split | accuracy [95% CI] | unparseable |")
-        lines.append("|---|---|---|---|")
+        lines.append("| model | split | accuracy [95% CI] | unparseable | accuracy of parsed answers |")
+        lines.append("|---|---|---|---|---|")
         for r in held:
             ev = r["heldout"]
             who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
-            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
+            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} |")
             for variant, ev in (r.get("heldout_variants") or {}).items():
                 label = ev.get("decoding") or variant
                 lines.append(f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
@@ -167,11 +175,12 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pa
         if not series:
             continue
         key = "dev" if series is dev else "heldout"
-        xs = [r["iteration"] for r in series]
+        # held-out points (base and final only) are not joined, and nudged right so bars do not overlap
+        xs = [r["iteration"] + (0.06 if key == "heldout" else 0.0) for r in series]
         ys = [100 * r[key]["accuracy"] for r in series]
         lo = [100 * (r[key]["accuracy"] - r[key].get("ci_low", r[key]["accuracy"])) for r in series]
         hi = [100 * (r[key].get("ci_high", r[key]["accuracy"]) - r[key]["accuracy"]) for r in series]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, capsize=4, label=label)
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, capsize=4, label=label, linestyle="-" if key == "dev" else "none")
     ax.set_xlabel("iteration (0 = base model)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

@@ -60,6 +60,7 @@ def evaluate(
     summary = summarize(verdicts)
     scored = summary["n"] - summary["errors"]
     low, high = wilson_interval(summary["correct"], scored)
+    parsed = scored - summary["unparseable_count"] - summary["timeouts"]
     summary.update(
         {
             "examples": len(examples),
@@ -67,6 +68,8 @@ def evaluate(
             "ci_high": round(high, 6),
             "accuracy": round(summary["accuracy"], 6),
             "unparseable": round(summary["unparseable"], 6),
+            # accuracy among answers the verifier could read: separates format from correctness
+            "accuracy_parsed": round(summary["correct"] / parsed, 6) if parsed else None,
             "style": style,
         }
     )
