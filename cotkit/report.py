@@ -123,7 +123,9 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
             lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} |")
             for variant, ev in (r.get("heldout_variants") or {}).items():
                 label = ev.get("decoding") or variant
-                lines.append(f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {100 * ev.get('unparseable', 0):.1f}% |")
+                lines.append(
+                    f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} |"
+                )
         if len(held) >= 2:
             a, b = held[0]["heldout"], held[-1]["heldout"]
             delta = 100 * (b["accuracy"] - a["accuracy"])
