@@ -24,6 +24,15 @@ from cotkit.harness.train import (  # noqa: E402
 ITEMS = [TrainExample(f"Q: What is {a} plus {b}?\nA:", f" {a} + {b} = {a + b}. The answer is {a + b}.") for a in range(4) for b in range(3)]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model trains faster on one thread, and far faster when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def weights_hash(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
