@@ -224,6 +224,14 @@ def test_feedback_line_numbers_match_the_program_shown_without_its_docstring(ver
     assert describe_failure(check, AnswerKind.NUMBER, drop_docstring=False)[1].startswith("it fails at line 5 ")
 
 
+def test_program_keys_tolerate_text_that_does_not_parse():
+    from cotkit_plugins.methods.pad_programs import clean_program, program_key
+
+    assert program_key("def solution():\n    a = 1  # one\n    return a\n") == program_key("def solution():\n\n    a = 1\n    return a")
+    for text in ("x = " + "(" * 5000 + ")" * 5000, "def solution(:\n", "x = " + "-" * 100000 + "1"):
+        assert isinstance(program_key(text), str) and clean_program(text).endswith("\n")
+
+
 def test_refinement_is_triggered_by_what_a_run_shows_never_by_the_gold_answer(verifier):
     from cotkit_plugins.methods.pad_programs import failure_feedback
 

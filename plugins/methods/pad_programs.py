@@ -235,7 +235,7 @@ def docstring_span(code: str) -> tuple[int, int] | None:
     """First and last line (1-based) of the `solution` function's docstring, if it has lines of its own."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # model text: any parse failure
         return None
     fn = _solution_def(tree)
     if fn is None or len(fn.body) < 2:
@@ -271,7 +271,7 @@ def program_key(code: str) -> str:
     code = strip_docstring(code)
     try:
         return ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # model text: any parse failure
         return " ".join(code.split())
 
 
