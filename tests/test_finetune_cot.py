@@ -201,3 +201,18 @@ def test_config_errors(cli, tiny_model):
     assert r.exit_code == 2 and "--teacher-model" in r.stderr
     r = cli("train", "--method", "finetune-cot", "--task", "gsm8k", "--student-format", "t5", "--dry-run")
     assert r.exit_code == 2 and "paper" in r.stderr
+
+
+def test_stage2_triggers(data_dir):
+    """Zero-shot-CoT's typed answer triggers by answer kind; `plain` is the bare one."""
+    from cotkit.plugins import host
+    from cotkit_plugins.methods.finetune_cot import stage2_trigger
+
+    def first(name):
+        task = host().task(name, data_dir=data_dir)
+        return task.examples(task.heldout_split)[0]
+
+    assert stage2_trigger(first("gsm8k")) == "\nTherefore, the answer (arabic numerals) is"
+    assert stage2_trigger(first("bbh:date_understanding")) == "\nTherefore, among A through F, the answer is"
+    assert stage2_trigger(first("bbh:sports_understanding")) == "\nTherefore, the answer (yes or no) is"
+    assert stage2_trigger(first("bbh:dyck_languages")) == stage2_trigger(first("gsm8k"), "plain") == "\nTherefore, the answer is"
