@@ -79,6 +79,13 @@ def _pct(ev: dict[str, Any] | None, key: str) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _top(ev: dict[str, Any] | None) -> str:
+    ev = ev or {}
+    if ev.get("top_answer") is None:
+        return "–"
+    return f"{ev['top_answer']} ({100 * ev.get('top_answer_share', 0):.0f}% of parsed)"
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "–"
@@ -101,13 +108,17 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
     if any("dev" in r for r in rows):
         lines += ["## Held-out (dev) accuracy per iteration", "", "Iteration 0 is the base model.", ""]
         present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
-        header = ["iteration", "dev accuracy [95% CI]", "dev unparseable", *[h for _, h in present]]
+        header = ["iteration", "dev accuracy [95% CI]", "dev unparseable", "most common answer", *[h for _, h in present]]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in rows:
             s = r.get("summary") or {}
             lines.append(
-                "| " + " | ".join([str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), *[_cell(s.get(k)) for k, _ in present]]) + " |"
+                "| "
+                + " | ".join(
+                    [str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), _top(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]
+                )
+                + " |"
             )
         lines.append("")
         lines.append("![held-out accuracy per iteration](accuracy.png)")
@@ -115,16 +126,18 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
     held = [r for r in rows if "heldout" in r]
     if held:
         lines += ["## Final evaluation on the task's held-out split", ""]
-        lines.append("| model | split | accuracy [95% CI] | unparseable | accuracy of parsed answers |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| model | split | accuracy [95% CI] | unparseable | accuracy of parsed answers | most common answer |")
+        lines.append("|---|---|---|---|---|---|")
         for r in held:
             ev = r["heldout"]
             who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
-            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} |")
+            lines.append(
+                f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} | {_top(ev)} |"
+            )
             for variant, ev in (r.get("heldout_variants") or {}).items():
                 label = ev.get("decoding") or variant
                 lines.append(
-                    f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} |"
+                    f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} | {_top(ev)} |"
                 )
         if len(held) >= 2:
             a, b = held[0]["heldout"], held[-1]["heldout"]

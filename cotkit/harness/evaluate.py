@@ -8,6 +8,7 @@ outside check; this is the in-process one a method calls after every iteration.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,10 @@ def evaluate(
     if output is not None:
         atomic_write_jsonl(output, [sample_row(s, include_prompt=True) for s in samples])
     summary = summarize(verdicts)
+    # The most common answer and its share of the parsed answers: a model that says "yes" to
+    # everything scores the base rate of "yes", and this makes that visible.
+    answers = Counter(v.normalized or v.extracted for v in verdicts if v.extracted is not None)
+    top, top_count = answers.most_common(1)[0] if answers else (None, 0)
     scored = summary["n"] - summary["errors"]
     low, high = wilson_interval(summary["correct"], scored)
     parsed = scored - summary["unparseable_count"] - summary["timeouts"]
@@ -70,6 +75,8 @@ def evaluate(
             "unparseable": round(summary["unparseable"], 6),
             # accuracy among answers the verifier could read: separates format from correctness
             "accuracy_parsed": round(summary["correct"] / parsed, 6) if parsed else None,
+            "top_answer": top,
+            "top_answer_share": round(top_count / sum(answers.values()), 6) if answers else None,
             "style": style,
         }
     )
