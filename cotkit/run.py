@@ -176,6 +176,7 @@ class RunState:
                 raise CotkitError(f"{path}: not valid JSON ({e.msg}); the run directory is damaged") from e
             self.phases = dict(data.get("phases", {}))
             self.status = data.get("status", "running")
+            self.running = data.get("running")
 
     def done(self, name: str) -> bool:
         """True when the phase completed earlier."""
@@ -477,6 +478,7 @@ def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = N
     ctx = RunContext(config, path, display=display, data_dir=data_dir)
     if is_main_process():
         ctx.state.status = "running"
+        ctx.state.running = None  # a phase a killed process left running starts again
         ctx.state.save()
         ctx.write_metrics()  # a kill between state and metrics writes leaves metrics one phase behind
     return ctx
