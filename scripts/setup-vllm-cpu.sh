@@ -24,5 +24,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" uninstall --yes torchvision torchaudio torchcodec || true
 # cotkit itself, without extras: torch and transformers are the ones vLLM chose.
 "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
-"${PIP[@]}" install pluggy typer rich pyyaml sympy
+"${PIP[@]}" install pluggy typer rich pyyaml sympy "latex2sympy2_extended>=1.11,<2"
 "$VENV/bin/python" -c "import vllm, torch, transformers, cotkit; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
