@@ -84,7 +84,8 @@ def test_signed_weights_scale_each_sequence(loaded):
         got, _ = WeightedSFT().loss(model, batch, normalizer=10.0)
         per_seq, _ = WeightedSFT("sequences").loss(model, batch, normalizer=2.0)
     assert float(got) == pytest.approx(float(2.0 * nll[0] - 0.5 * nll[1]) / 10.0, rel=1e-5)
-    assert float(per_seq) == pytest.approx(float(2.0 * nll[0] / n_tok[0] - 0.5 * nll[1] / n_tok[1]) / 2.0, rel=1e-5)
+    assert float(per_seq) == pytest.approx(float(2.0 * nll[0] - 0.5 * nll[1]) / 2.0, rel=1e-5)
+    assert WeightedSFT("sequences").size(feats[0]) == 1.0 and WeightedSFT().size(feats[0]) == float(n_tok[0])
 
 
 def _nll_of(folder: Path, item: TrainExample) -> float:

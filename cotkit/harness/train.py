@@ -52,7 +52,7 @@ class SFTConfig:
     max_length: int = option(1024, help="Longest training sequence in tokens; longer ones are cut at the end.")
     loss_normalization: str = option(
         "tokens",
-        help="Divide the summed loss by completion tokens (standard SFT) or by sequences.",
+        help="Divide the weighted summed NLL by completion tokens (standard SFT) or by sequences (sequence log-likelihood, as TRICE).",
         choices=("tokens", "sequences"),
     )
     lora: bool = option(False, help="Train LoRA adapters (peft) instead of all weights; merged when saved.")
@@ -192,13 +192,11 @@ class WeightedSFT(Objective):
         return pad_batch(features, pad_id)
 
     def loss(self, model: Any, batch: dict[str, Any], normalizer: float) -> tuple[Any, dict[str, float]]:
+        # Both normalisations weight each sequence's *summed* NLL (its log-likelihood, what TRICE's
+        # and REINFORCE's gradients use); they differ only in the divisor (`size` above).
         seq_nll, n_tokens = sequence_nll(model, batch)
         weights = batch["weight"].to(seq_nll.dtype)
-        if self.normalization == "sequences":
-            per_seq = seq_nll / n_tokens.clamp(min=1)
-        else:
-            per_seq = seq_nll
-        loss = (weights * per_seq).sum() / normalizer
+        loss = (weights * seq_nll).sum() / normalizer
         stats = {"nll_per_token": float(seq_nll.sum().detach() / n_tokens.sum().clamp(min=1))}
         return loss, stats
 
