@@ -49,7 +49,7 @@ def make_trainer(tiny_model, tmp_path_factory):
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
         args = trl.DPOConfig(
             output_dir=str(tmp_path_factory.mktemp("trl")), loss_type=["sigmoid", "sft"], loss_weights=[1.0, alpha],
-            beta=0.1, per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, max_length=None,
+            beta=0.1, per_device_train_batch_size=len(PAIRS), report_to=[], use_cpu=True, bf16=False, max_length=None,
         )  # fmt: skip
         trainer = trl.DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=data, processing_class=tok)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])

@@ -177,6 +177,18 @@ def test_a_custom_loss_function_plugs_in(tiny_model, tmp_path):
     assert custom.losses == pytest.approx(plain.losses, rel=1e-5)
 
 
+def test_an_earlier_accelerator_with_other_precision_does_not_block_training(tiny_model, tmp_path):
+    """A TRL trainer built first in the process (bf16 where the CPU has it) must not break train()."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # as in a fresh process whose first Accelerator is TRL's
+    Accelerator(mixed_precision="bf16", cpu=True)
+    cfg = SFTConfig(learning_rate=1e-3, warmup_steps=0, batch_size=2, grad_accum=1)
+    result = train(str(tiny_model), ITEMS, cfg, 1, tmp_path / "after-bf16", seed=0)
+    assert result.steps == 1 and (tmp_path / "after-bf16" / "model.safetensors").exists()
+
+
 DDP_SCRIPT = """
 import sys
 from cotkit.harness.train import SFTConfig, TrainExample, train

@@ -14,6 +14,7 @@ def plugins(json_output: bool = typer.Option(False, "--json", help="Print a JSON
     if json_output:
         print_json([e.to_dict() for e in entries])
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from cotkit.plugins import KIND_LABELS
@@ -22,11 +23,12 @@ def plugins(json_output: bool = typer.Option(False, "--json", help="Print a JSON
     for col in ("kind", "name", "provider", "version", "description"):
         table.add_column(col, overflow="fold")
     for e in entries:
-        name = e.name
+        name = escape(e.name)
         subsets = getattr(e.cls, "subsets", ())
         if subsets:
             name += f" [dim](:{len(subsets)} subsets)[/dim]"
-        table.add_row(KIND_LABELS[e.kind], name, e.provider.name, e.provider.version, e.cls.summary())
+        # Third-party names and docstrings are text, not rich markup: `[vllm]` must print as written.
+        table.add_row(KIND_LABELS[e.kind], name, *(escape(str(v)) for v in (e.provider.name, e.provider.version, e.cls.summary())))
     out.print(table)
 
 

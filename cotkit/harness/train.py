@@ -352,6 +352,16 @@ def _mixed_precision(precision: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
+def _forget_earlier_accelerator_settings() -> None:
+    """Drop mixed-precision settings an earlier Accelerator in this process left behind."""
+    from accelerate.state import AcceleratorState
+
+    # AcceleratorState is a process-wide singleton: a TRL trainer or an earlier train() with other
+    # precision would make this Accelerator raise. The process group (PartialState) is kept.
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def train(
     model: str,
     items: Sequence[Any],
@@ -384,6 +394,7 @@ def train(
 
     # cpu=True on a machine without a GPU is what makes accelerate join a torchrun/MPI process
     # group on CPUs (gloo) instead of training alone in every process.
+    _forget_earlier_accelerator_settings()
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
     set_seed(seed)
     if accelerator.device.type == "cpu":
