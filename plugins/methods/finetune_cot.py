@@ -29,6 +29,7 @@ from typing import Any
 from cotkit.config import option
 from cotkit.contracts import Method, SamplingParams
 from cotkit.errors import ConfigError, CotkitError
+from cotkit.harness.iterate import capped_steps, fine_tune, method_splits, phase_seconds, read_rows
 from cotkit.harness.train import SFTConfig
 from cotkit.types import AnswerKind, Example, Prompt, Sample
 
@@ -361,11 +362,7 @@ class FinetuneCoT(Method):
         """Baseline, teacher, filter, train, evaluate: top to bottom, every step a resumable phase."""
         cfg: FinetuneCoTConfig = ctx.options
         task = ctx.task
-        fit = task.examples("fit", limit=cfg.train_limit)
-        dev = task.examples("dev", limit=cfg.dev_limit)
-        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
-        if not fit:
-            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
+        fit, dev, heldout = method_splits(ctx, cfg, need_dev=False)
         d0, d1 = ctx.iter_dir(0), ctx.iter_dir(1)
         if cfg.baseline:
             ctx.phase("iter_000/eval_dev", lambda: self.baseline(ctx, dev, d0 / "eval_dev.jsonl", "dev"))
@@ -445,7 +442,7 @@ class FinetuneCoT(Method):
         kept: list[TrainExample] = []
         seen: dict[str, set[str]] = {}
         counts = {"duplicates": 0, "dropped_truncated": 0, "empty_rationales": 0}
-        for row in _read_rows(d / "teacher_samples.jsonl"):
+        for row in read_rows(d / "teacher_samples.jsonl"):
             if not row.get("correct"):
                 continue
             meta = row.get("meta") or {}
@@ -482,29 +479,13 @@ class FinetuneCoT(Method):
 
     def train(self, ctx: Any, d: Path) -> dict[str, Any]:
         """Fine-tune the base student on d/train.jsonl; d/checkpoint."""
-        from cotkit.harness.train import TrainExample, steps_for_epochs, train
-        from cotkit.run import world_size
+        from cotkit.harness.train import TrainExample
 
         cfg: FinetuneCoTConfig = ctx.options
-        phase = "iter_001/train"
-        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
-        steps = steps_for_epochs(len(items), cfg.epochs, cfg.sft, world_size())
-        if cfg.max_steps is not None:
-            steps = min(steps, cfg.max_steps)
-        with ctx.progress("train student", steps) as update:
-            result = train(
-                ctx.base_model, items, cfg.sft, steps, d / "checkpoint", seed=ctx.seed_for(phase),
-                state_dir=d / "train_state", on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
-                fault_at_step=ctx.fault_step(phase),
-            )  # fmt: skip
-        return {
-            "checkpoint": f"{d.name}/checkpoint",
-            "steps": result.steps,
-            "examples": result.examples,
-            "dropped_too_long": result.dropped,
-            "first_loss": result.losses[0],
-            "final_loss": result.losses[-1],
-        }
+        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+        steps = capped_steps(len(items), cfg.epochs, cfg.sft, cfg.max_steps)
+        _, row = fine_tune(ctx, "iter_001/train", "train student", ctx.base_model, items, cfg.sft, steps, d)
+        return row
 
     def evaluate(self, ctx: Any, model: str, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
         """Greedy accuracy of the student in its own format, read with the task's verifier."""
@@ -547,7 +528,7 @@ class FinetuneCoT(Method):
         b = ctx.result("iter_001/filter")
         tr = ctx.result("iter_001/train")
         e = ctx.result("iter_001/eval_dev")
-        times = {f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith("iter_001/")}
+        times = phase_seconds(ctx, "iter_001")
         return {
             "questions": t["questions"],
             "samples": t["n"],
@@ -593,8 +574,3 @@ def _verify_and_write(task: Any, samples: list[Sample], output: Path) -> dict[st
     summary["accuracy"] = round(summary["accuracy"], 6)
     summary["unparseable"] = round(summary["unparseable"], 6)
     return summary
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

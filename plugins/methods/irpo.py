@@ -11,7 +11,6 @@ the task's held-out split at the end. `--nll-weight 0` is the plain-DPO ablation
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from cotkit.config import option
 from cotkit.contracts import PROMPT_STYLES, Method, SamplingParams
 from cotkit.errors import ConfigError
+from cotkit.harness.iterate import ModelSlot, capped_steps, fine_tune, greedy_accuracy, method_splits, phase_seconds, read_rows
 from cotkit.harness.train import SFTConfig
 
 
@@ -140,24 +140,6 @@ def _unique(texts: list[str]) -> list[str]:
     return out
 
 
-class _Sampler:
-    """The one sampling backend held at a time, closed before training."""
-
-    def __init__(self, ctx: Any):
-        self.ctx, self.ref, self.backend = ctx, None, None
-
-    def get(self, ref: str) -> Any:
-        if self.backend is None or self.ref != ref:
-            self.close()
-            self.backend, self.ref = self.ctx.backend(self.ctx.model_path(ref)), ref
-        return self.backend
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-        self.backend, self.ref = None, None
-
-
 # --------------------------------------------------------------------------------------- method
 
 
@@ -172,14 +154,8 @@ class IterativeRPO(Method):
         """The Iterative RPO loop, top to bottom; every step is a resumable phase."""
         cfg: IRPOConfig = ctx.options
         task = ctx.task
-        fit = task.examples("fit", limit=cfg.train_limit)
-        dev = task.examples("dev", limit=cfg.dev_limit)
-        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
-        if not fit:
-            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
-        if not dev:
-            raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
-        sampler = _Sampler(ctx)
+        fit, dev, heldout = method_splits(ctx, cfg)
+        sampler = ModelSlot(ctx)
         current = "base"
         try:
             ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, sampler, current, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev"))
@@ -217,21 +193,12 @@ class IterativeRPO(Method):
 
     # -- steps -------------------------------------------------------------------------------
 
-    def evaluate(self, ctx: Any, sampler: _Sampler, model: str, examples: list[Any], output: Path, split: str) -> dict[str, Any]:
+    def evaluate(self, ctx: Any, sampler: ModelSlot, model: str, examples: list[Any], output: Path, split: str) -> dict[str, Any]:
         """Greedy accuracy of `model` on `examples` with the task's verifier."""
-        from cotkit.harness.evaluate import evaluate
-        from cotkit.harness.verify import make_verifier
-
         cfg: IRPOConfig = ctx.options
-        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=ctx.task.stop_sequences(cfg.style), seed=0)
-        verifier = make_verifier(None, ctx.task)
-        try:
-            summary = evaluate(ctx.task, examples, sampler.get(model), verifier, style=cfg.style, params=params, output=output)
-        finally:
-            verifier.close()
-        return {"split": split, "model": model, **summary}
+        return greedy_accuracy(ctx, sampler.get(model), model, examples, output, split, style=cfg.style, max_new_tokens=cfg.max_new_tokens)
 
-    def sample(self, ctx: Any, sampler: _Sampler, model: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
+    def sample(self, ctx: Any, sampler: ModelSlot, model: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
         """N chains of thought per question from `model`, verified; every sample saved."""
         from cotkit.harness.sample import sample
         from cotkit.harness.verify import make_verifier, sample_row, verify_samples
@@ -269,7 +236,7 @@ class IterativeRPO(Method):
         from cotkit.jsonl import atomic_write_jsonl
 
         cfg: IRPOConfig = ctx.options
-        rows = _read_rows(d / "samples.jsonl")
+        rows = read_rows(d / "samples.jsonl")
         sentences = {e.id: ctx.task.answer_sentence(e) for e in fit} if cfg.trim else None
         pairs, counts = build_pairs(
             rows, cfg.pairs_per_question, ctx.seed_for(phase), dedup=cfg.dedup, unparseable_losers=cfg.unparseable_losers,
@@ -281,29 +248,22 @@ class IterativeRPO(Method):
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Train M_{t+1} from M_t with M_t as the reference on d/pairs.jsonl; d/checkpoint and d/train_log.jsonl."""
         from cotkit.harness.preference import DPONLLObjective, PreferencePair
-        from cotkit.harness.train import steps_for_epochs, train
         from cotkit.jsonl import atomic_write_jsonl
-        from cotkit.run import world_size
 
         cfg: IRPOConfig = ctx.options
         phase = f"iter_{iteration:03d}/train"
-        pairs = [PreferencePair.from_dict(r) for r in _read_rows(d / "pairs.jsonl")]
-        steps = steps_for_epochs(len(pairs), cfg.epochs, cfg.sft, world_size())
-        if cfg.max_steps is not None:
-            steps = min(steps, cfg.max_steps)
+        pairs = [PreferencePair.from_dict(r) for r in read_rows(d / "pairs.jsonl")]
+        steps = capped_steps(len(pairs), cfg.epochs, cfg.sft, cfg.max_steps)
         model = ctx.model_path(init)
         objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight)
         log: list[dict[str, Any]] = []
 
         def on_step(s: Any) -> None:
             log.append({"step": s.step, "loss": round(s.loss, 6), "lr": s.lr, **{k: round(v, 6) for k, v in s.stats.items()}})
-            update(1, loss=s.loss, margin=s.stats.get("reward_margin", 0.0))
 
-        with ctx.progress(f"train iter {iteration}", steps) as update:
-            result = train(
-                model, pairs, cfg.sft, steps, d / "checkpoint", seed=ctx.seed_for(phase), objective=objective,
-                state_dir=d / "train_state", on_step=on_step, fault_at_step=ctx.fault_step(phase),
-            )  # fmt: skip
+        result, row = fine_tune(
+            ctx, phase, f"train iter {iteration}", model, pairs, cfg.sft, steps, d, objective=objective, on_step=on_step
+        )
         if log:
             atomic_write_jsonl(d / "train_log.jsonl", log)
         tail = log[-max(1, len(log) // 4) :]  # the last quarter of the steps: where the margins ended up
@@ -312,13 +272,9 @@ class IterativeRPO(Method):
             vals = [r[key] for r in rows if key in r]
             return round(sum(vals) / len(vals), 6) if vals else None
 
+        row["pairs"] = row.pop("examples")
         return {
-            "checkpoint": f"{d.name}/checkpoint",
-            "steps": result.steps,
-            "pairs": result.examples,
-            "dropped_too_long": result.dropped,
-            "first_loss": result.losses[0],
-            "final_loss": result.losses[-1],
+            **row,
             "chosen_reward": mean("chosen_reward", tail),
             "rejected_reward": mean("rejected_reward", tail),
             "reward_margin": mean("reward_margin", tail),
@@ -334,7 +290,7 @@ class IterativeRPO(Method):
         p = ctx.result(f"{name}/pairs")
         t = ctx.result(f"{name}/train")
         e = ctx.result(f"{name}/eval_dev")
-        times = {f"seconds_{q.split('/')[-1]}": ctx.state.phases[q]["seconds"] for q in ctx.state.phases if q.startswith(name + "/")}
+        times = phase_seconds(ctx, name)
         return {
             "questions": s["questions"],
             "samples": s["samples"],
@@ -367,8 +323,3 @@ class IterativeRPO(Method):
             ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
             if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
                 shutil.rmtree(ck, ignore_errors=True)
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -31,7 +31,6 @@ ways on the same examples: plain greedy, with the refinement pass, and with step
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 from cotkit.config import option
 from cotkit.contracts import Method, SamplingParams
 from cotkit.errors import ConfigError
+from cotkit.harness.iterate import ModelSlot, capped_steps, fine_tune, method_splits, phase_seconds, read_rows
 from cotkit.harness.train import SFTConfig
 
 from .pad_programs import (
@@ -143,21 +143,11 @@ class PadConfig:
                 raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
 
 
-class Models:
+class Models(ModelSlot):
     """The one backend a run holds at a time (teacher or a student), loaded on first use, closed before training."""
 
     def __init__(self, ctx: Any):
-        self.ctx = ctx
-        self.ref: str | None = None
-        self.backend: Any = None
-
-    def get(self, ref: str) -> Any:
-        if self.backend is not None and self.ref == ref:
-            return self.backend
-        self.close()
-        self.backend = self._teacher() if ref == TEACHER else self.ctx.backend(self.ctx.model_path(ref))
-        self.ref = ref
-        return self.backend
+        super().__init__(ctx, load=lambda ref: self._teacher() if ref == TEACHER else ctx.backend(ctx.model_path(ref)))
 
     def _teacher(self) -> Any:
         from cotkit.models import load_backend
@@ -168,11 +158,6 @@ class Models:
         if cfg.teacher_backend is None:
             return load_backend(run.backend, model=model, **{**run.backend_options, **cfg.teacher_backend_options})
         return load_backend(cfg.teacher_backend, model=model, **cfg.teacher_backend_options)
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-        self.backend, self.ref = None, None
 
 
 class Pad(Method):
@@ -191,13 +176,7 @@ class Pad(Method):
 
         self.cfg = cfg = ctx.options
         task = ctx.task
-        fit = task.examples("fit", limit=cfg.train_limit)
-        dev = task.examples("dev", limit=cfg.dev_limit)
-        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
-        if not fit:
-            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
-        if not dev:
-            raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
+        fit, dev, heldout = method_splits(ctx, cfg)
         by_id = {e.id: e for e in fit}
         self.prompts = ProgramPrompts(task, cfg.shots)
         self.verifier = host().get("verifier", "program")(**cfg.verifier_options)
@@ -294,7 +273,7 @@ class Pad(Method):
         from cotkit.types import Sample
 
         cfg: PadConfig = ctx.options
-        rows = _read_rows(plain)
+        rows = read_rows(plain)
         if len(rows) != len(examples):
             raise ConfigError(f"{plain}: {len(rows)} rows for {len(examples)} examples; the plain evaluation is incomplete")
         samples = [Sample(example=ex, completion=row["completion"], stop=list(STOPS)) for ex, row in zip(examples, rows)]
@@ -364,7 +343,7 @@ class Pad(Method):
             summary = evaluate(self.prompts, examples, search, self.verifier, style=style, params=params, output=output, model_label=model)
         finally:
             scorer.close()  # not search.close(): that would close the student's backend, which `models` owns
-        out_rows = _read_rows(output)
+        out_rows = read_rows(output)
         for row, ex in zip(out_rows, examples):
             beams = search.traces.get(prompt_key(self.prompts.prompt(ex, style)), [])
             row["search"] = beams[0].to_dict(settings) if beams else None
@@ -415,7 +394,7 @@ class Pad(Method):
         cfg: PadConfig = ctx.options
         todo: list[tuple[Any, str, str]] = []
         seen: dict[str, set[str]] = {}
-        for row in _read_rows(d / "samples.jsonl"):
+        for row in read_rows(d / "samples.jsonl"):
             if row["id"] not in unsolved or row.get("repair_feedback") is None:
                 continue
             keys = seen.setdefault(row["id"], set())
@@ -456,7 +435,7 @@ class Pad(Method):
         for i in range(1, it + 1):
             d = ctx.path / f"iter_{i:03d}"
             repaired = d / "repaired.jsonl"
-            rounds.append((_read_rows(d / "samples.jsonl"), _read_rows(repaired) if repaired.exists() else []))
+            rounds.append((read_rows(d / "samples.jsonl"), read_rows(repaired) if repaired.exists() else []))
         items, counts = training_items(rounds, by_id, ctx.options)
         atomic_write_jsonl(ctx.iter_dir(it) / "train.jsonl", [ex.to_dict() for ex in items])
         tokens = _count_tokens(ctx, items)
@@ -464,28 +443,13 @@ class Pad(Method):
 
     def train(self, ctx: Any, init: str, d: Path, it: int) -> dict[str, Any]:
         """Fine-tune `init` on d/train.jsonl; the checkpoint goes to d/checkpoint."""
-        from cotkit.harness.train import TrainExample, steps_for_epochs, train
-        from cotkit.run import world_size
+        from cotkit.harness.train import TrainExample
 
         cfg: PadConfig = ctx.options
-        phase = f"iter_{it:03d}/train"
-        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
-        steps = cfg.steps or steps_for_epochs(len(items), cfg.epochs, cfg.sft, world_size())
-        with ctx.progress(f"train round {it}", steps) as update:
-            result = train(
-                ctx.model_path(init), items, cfg.sft, steps, d / "checkpoint",
-                seed=ctx.seed_for(phase), state_dir=d / "train_state",
-                on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
-                fault_at_step=ctx.fault_step(phase),
-            )
-        return {
-            "checkpoint": f"{d.name}/checkpoint",
-            "steps": result.steps,
-            "examples": result.examples,
-            "dropped_too_long": result.dropped,
-            "first_loss": result.losses[0],
-            "final_loss": result.losses[-1],
-        }
+        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+        steps = cfg.steps or capped_steps(len(items), cfg.epochs, cfg.sft)
+        _, row = fine_tune(ctx, f"iter_{it:03d}/train", f"train round {it}", ctx.model_path(init), items, cfg.sft, steps, d)
+        return row
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -524,7 +488,7 @@ class Pad(Method):
         if ctx.done("iter_000/eval_heldout"):
             ev = ctx.result("iter_000/eval_heldout")
             row.update({"base_heldout_accuracy": ev["accuracy"], "base_heldout_n": ev["n"]})
-        row.update({f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith(name + "/")})
+        row.update(phase_seconds(ctx, name))
         return row
 
     def prune_checkpoints(self, ctx: Any, it: int) -> None:
@@ -676,8 +640,3 @@ def _count_tokens(ctx: Any, items: list[Any]) -> dict[str, int]:
     prompt_tokens = sum(len(render_prompt_ids(tok, ex.prompt)) for ex in items)
     completion_tokens = sum(len(completion_ids(tok, ex.completion)) for ex in items)
     return {"tokens": prompt_tokens + completion_tokens, "completion_tokens": completion_tokens}
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

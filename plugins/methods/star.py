@@ -14,7 +14,6 @@ removed), `--init last` (continue from the previous iteration's model instead of
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from cotkit.config import option
 from cotkit.contracts import PROMPT_STYLES, Method, SamplingParams
 from cotkit.errors import ConfigError
+from cotkit.harness.iterate import ModelSlot, fine_tune, greedy_accuracy, method_splits, phase_seconds, read_rows
 from cotkit.harness.train import SFTConfig
 
 
@@ -108,28 +108,6 @@ def style_for(cfg: StarConfig, model: str) -> str:
     return train_style(cfg) if cfg.no_prompt and model != "base" else cfg.style
 
 
-class Models:
-    """The one sampling backend a run holds at a time, loaded on first use, closed before training."""
-
-    def __init__(self, ctx: Any):
-        self.ctx = ctx
-        self.path: str | None = None
-        self.backend: Any = None
-
-    def get(self, path: str) -> Any:
-        if self.backend is not None and self.path == path:
-            return self.backend
-        self.close()
-        self.backend = self.ctx.backend(self.ctx.model_path(path))
-        self.path = path
-        return self.backend
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-        self.backend, self.path = None, None
-
-
 class Star(Method):
     """STaR: bootstrap rationales by sampling, filtering and rationalizing, then fine-tune; repeat."""
 
@@ -141,15 +119,9 @@ class Star(Method):
         """The STaR loop, top to bottom; every step is a resumable phase."""
         cfg: StarConfig = ctx.options
         task = ctx.task
-        fit = task.examples("fit", limit=cfg.train_limit)
-        dev = task.examples("dev", limit=cfg.dev_limit)
-        heldout = task.examples(task.heldout_split, limit=cfg.heldout_limit) if cfg.final_eval else []
-        if not fit:
-            raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
-        if not dev:
-            raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
+        fit, dev, heldout = method_splits(ctx, cfg)
         by_id = {e.id: e for e in fit}
-        models = Models(ctx)
+        models = ModelSlot(ctx)
         base = "base"  # model references are "base" or a folder relative to the run directory
         try:
             ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, base, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev"))
@@ -197,25 +169,13 @@ class Star(Method):
 
     # -- steps -------------------------------------------------------------------------------
 
-    def evaluate(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str) -> dict[str, Any]:
+    def evaluate(self, ctx: Any, models: ModelSlot, model: str, examples: list[Any], output: Path, split: str) -> dict[str, Any]:
         """Greedy accuracy of `model` on `examples` with the task's verifier."""
-        from cotkit.harness.evaluate import evaluate
-        from cotkit.harness.verify import make_verifier
-
         cfg: StarConfig = ctx.options
-        task = ctx.task
         style = style_for(cfg, model)
-        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(style), seed=0)
-        verifier = make_verifier(None, task)
-        try:
-            summary = evaluate(
-                task, examples, models.get(model), verifier, style=style, params=params, output=output, model_label=model
-            )
-        finally:
-            verifier.close()
-        return {"split": split, "model": model, **summary}
+        return greedy_accuracy(ctx, models.get(model), model, examples, output, split, style=style, max_new_tokens=cfg.max_new_tokens)
 
-    def sample(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, phase: str, hint: bool) -> dict[str, Any]:
+    def sample(self, ctx: Any, models: ModelSlot, model: str, examples: list[Any], output: Path, phase: str, hint: bool) -> dict[str, Any]:
         """Sample rationales (with the gold answer as a hint when rationalizing), verify, save every sample."""
         from cotkit.harness.sample import sample
         from cotkit.harness.verify import make_verifier, sample_row, verify_samples
@@ -255,7 +215,7 @@ class Star(Method):
 
     def build_train_set(self, ctx: Any, d: Path, by_id: dict[str, Any]) -> dict[str, Any]:
         """Correct rationales (and rationalizations, hint removed) as training examples: d/train.jsonl."""
-        from cotkit.harness.train import TrainExample, completion_ids, render_prompt_ids
+        from cotkit.harness.train import TrainExample
         from cotkit.jsonl import atomic_write_jsonl
 
         cfg: StarConfig = ctx.options
@@ -267,7 +227,7 @@ class Star(Method):
             path = d / fname
             if not path.exists():
                 continue
-            for row in _read_rows(path):
+            for row in read_rows(path):
                 if not row.get("correct"):
                     continue
                 example = by_id[row["id"]]
@@ -317,28 +277,13 @@ class Star(Method):
 
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Fine-tune `init` on d/train.jsonl for this iteration's number of steps; d/checkpoint."""
-        from cotkit.harness.train import TrainExample, train
+        from cotkit.harness.train import TrainExample
 
         cfg: StarConfig = ctx.options
+        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
         phase = f"iter_{iteration:03d}/train"
-        items = [TrainExample.from_dict(r) for r in _read_rows(d / "train.jsonl")]
-        steps = steps_at(cfg, iteration)
-        with ctx.progress(f"train iter {iteration}", steps) as update:
-            result = train(
-                ctx.model_path(init), items, cfg.sft, steps, d / "checkpoint",
-                seed=ctx.seed_for(phase), state_dir=d / "train_state",
-                on_step=lambda s: update(1, loss=s.loss, lr=s.lr),
-                fault_at_step=ctx.fault_step(phase),
-            )
-        return {
-            "checkpoint": f"{d.name}/checkpoint",
-            "steps": result.steps,
-            "examples": result.examples,
-            "dropped_too_long": result.dropped,
-            "processes": result.processes,
-            "first_loss": result.losses[0],
-            "final_loss": result.losses[-1],
-        }
+        _, row = fine_tune(ctx, phase, f"train iter {iteration}", ctx.model_path(init), items, cfg.sft, steps_at(cfg, iteration), d)
+        return row
 
     def funnel(self, ctx: Any, it: int) -> dict[str, Any]:
         """The iteration's funnel and phase times, as one metrics row."""
@@ -348,7 +293,7 @@ class Star(Method):
         b = ctx.result(f"{name}/build")
         t = ctx.result(f"{name}/train")
         e = ctx.result(f"{name}/eval_dev")
-        times = {f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith(name + "/")}
+        times = phase_seconds(ctx, name)
         return {
             "questions": s["questions"],
             "samples": s["samples"],
@@ -402,8 +347,3 @@ def trim_after_answer(completion: str, sentence: str, answer: str) -> str | None
 
 def _truncated(meta: dict[str, Any]) -> bool:
     return meta.get("finish_reason") == "length"
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

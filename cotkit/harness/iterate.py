@@ -1,0 +1,139 @@
+"""Building blocks every self-training method shares: its splits, the one backend it holds, a fine-tuning phase.
+
+A method's `run(ctx)` reads top to bottom (sample, filter, train, evaluate); these helpers keep
+the parts that are the same in every method in one place, so each method file holds only what
+makes that method different.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cotkit.errors import ConfigError
+
+
+class Splits(NamedTuple):
+    """The questions a method trains on (`fit`), evaluates on while training (`dev`) and at the end (held-out)."""
+
+    fit: list[Any]
+    dev: list[Any]
+    heldout: list[Any]
+
+
+def method_splits(ctx: Any, options: Any, *, need_dev: bool = True) -> Splits:
+    """`fit`, `dev` and held-out examples cut by the options' train/dev/heldout limits; empty ones are errors."""
+    task = ctx.task
+    fit = task.examples("fit", limit=options.train_limit)
+    dev = task.examples("dev", limit=options.dev_limit)
+    heldout = task.examples(task.heldout_split, limit=options.heldout_limit) if options.final_eval else []
+    if not fit:
+        raise ConfigError(f"task {task.full_name} has no training questions in its `fit` split")
+    if need_dev and not dev:
+        raise ConfigError(f"task {task.full_name} has an empty `dev` split; set dev_size")
+    return Splits(fit, dev, heldout)
+
+
+class ModelSlot:
+    """The one sampling backend a run holds at a time: loaded on first use, swapped by reference, closed before training."""
+
+    def __init__(self, ctx: Any, load: Callable[[str], Any] | None = None):
+        self.ctx = ctx
+        self.ref: str | None = None
+        self.backend: Any = None
+        self._load = load or (lambda ref: ctx.backend(ctx.model_path(ref)))
+
+    def get(self, ref: str) -> Any:
+        """The backend for `ref` ("base", "iter_001", or a method's own name), loading it if another is held."""
+        if self.backend is not None and self.ref == ref:
+            return self.backend
+        self.close()
+        self.backend = self._load(ref)
+        self.ref = ref
+        return self.backend
+
+    def close(self) -> None:
+        """Free the held backend (and its memory)."""
+        if self.backend is not None:
+            self.backend.close()
+        self.backend, self.ref = None, None
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file the run wrote itself (complete by construction: files are renamed into place)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def fine_tune(
+    ctx: Any,
+    phase: str,
+    label: str,
+    model: str,
+    items: list[Any],
+    sft: Any,
+    steps: int,
+    out_dir: Path,
+    *,
+    objective: Any = None,
+    on_step: Callable[[Any], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the shared fine-tuning step as `phase` with a progress bar; the TrainResult and its metrics row."""
+    from cotkit.harness.train import train
+
+    with ctx.progress(label, steps) as update:
+
+        def step(s: Any) -> None:
+            update(1, loss=s.loss, lr=s.lr)
+            if on_step is not None:
+                on_step(s)
+
+        result = train(
+            model, items, sft, steps, out_dir / "checkpoint", seed=ctx.seed_for(phase), objective=objective,
+            state_dir=out_dir / "train_state", on_step=step, fault_at_step=ctx.fault_step(phase),
+        )  # fmt: skip
+    row = {
+        "checkpoint": f"{out_dir.name}/checkpoint",
+        "steps": result.steps,
+        "examples": result.examples,
+        "dropped_too_long": result.dropped,
+        "processes": result.processes,
+        "first_loss": result.losses[0],
+        "final_loss": result.losses[-1],
+    }
+    return result, row
+
+
+def capped_steps(n_items: int, epochs: float, sft: Any, max_steps: int | None = None) -> int:
+    """Optimizer steps for `epochs` passes over `n_items` on this many processes, at most `max_steps`."""
+    from cotkit.harness.train import steps_for_epochs
+    from cotkit.run import world_size
+
+    steps = steps_for_epochs(n_items, epochs, sft, world_size())
+    return min(steps, max_steps) if max_steps is not None else steps
+
+
+def greedy_accuracy(
+    ctx: Any, backend: Any, model: str, examples: list[Any], output: Path, split: str, *, style: str, max_new_tokens: int
+) -> dict[str, Any]:
+    """Greedy accuracy of `model` (held by `backend`) on `examples` with the task's verifier; rows to `output`."""
+    from cotkit.contracts import SamplingParams
+    from cotkit.harness.evaluate import evaluate
+    from cotkit.harness.verify import make_verifier
+
+    task = ctx.task
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=task.stop_sequences(style), seed=0)
+    verifier = make_verifier(None, task)
+    try:
+        summary = evaluate(task, examples, backend, verifier, style=style, params=params, output=output, model_label=model)
+    finally:
+        verifier.close()
+    return {"split": split, "model": model, **summary}
+
+
+def phase_seconds(ctx: Any, iteration: str) -> dict[str, float]:
+    """`seconds_<phase>` of every completed phase of one iteration (`iter_001`), for its funnel row."""
+    prefix = iteration + "/"
+    return {f"seconds_{p.split('/')[-1]}": ctx.state.phases[p]["seconds"] for p in ctx.state.phases if p.startswith(prefix)}
