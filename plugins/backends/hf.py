@@ -148,7 +148,9 @@ class HFBackend(Backend):
 
     def _load(self, trust_remote_code: bool) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load drowns the run's own display
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype, trust_remote_code=trust_remote_code)
