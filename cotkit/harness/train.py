@@ -405,8 +405,10 @@ def train(
     base, tokenizer = load_causal_lm(resolve_model_path(model))
     features = objective.features(tokenizer, items, config.max_length)
     dropped = len(items) - len(features)
+    if not items:
+        raise ConfigError("no training examples: the method's filter kept none")
     if not features:
-        raise ConfigError(f"no usable training examples ({len(items)} given, all longer than max_length?)")
+        raise ConfigError(f"no usable training examples: in all {len(items)} the prompt alone fills max_length={config.max_length} tokens")
 
     if config.gradient_checkpointing:
         base.gradient_checkpointing_enable()
