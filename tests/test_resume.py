@@ -70,7 +70,16 @@ def kill_during(cmd: list[str], out: Path, phase: str, max_delay: float, seed: i
             except (FileNotFoundError, json.JSONDecodeError):
                 pass
             time.sleep(0.02)
-        time.sleep(delay)
+        # Kill after the delay, or earlier if the phase ends first (a fast machine finishes the
+        # tiny model's phase in under a second): the kill always lands while the run is running.
+        start = time.time()
+        while time.time() - start < delay and proc.poll() is None:
+            try:
+                if state(out).get("running") != phase:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)

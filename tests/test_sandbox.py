@@ -251,6 +251,19 @@ def test_site_packages_are_importable_read_only():
         assert r.outcome is O.RUNTIME_ERROR and "ModuleNotFoundError" in r.error
 
 
+def test_a_virtual_environment_under_host_tmp_is_still_importable(tmp_path, monkeypatch):
+    """The sandbox's /tmp is a fresh tmpfs: site-packages under the host's /tmp are mounted elsewhere."""
+    require_bwrap()
+    site = tmp_path / "venv-site"
+    site.mkdir()
+    (site / "cotkit_probe_module.py").write_text("VALUE = 42\n")
+    assert str(site.resolve()).startswith("/tmp/")
+    monkeypatch.setattr(iso, "site_packages", lambda: [str(site.resolve())])
+    with Sandbox(workers=1, limits=SMALL, isolation="bwrap", preload=()) as box:
+        r = box.run(sol("import cotkit_probe_module\nreturn cotkit_probe_module.VALUE"), entry="solution")
+    assert r.value == 42, r.summary()
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(cpu_seconds=0), dict(cpu_seconds=float("inf")), dict(memory_mb=0), dict(max_open_files=3), dict(wall_seconds=-1)],

@@ -94,7 +94,11 @@ def bwrap_spec(
     py = interpreter()
     roots = python_roots()
     extra = site_packages() if with_site_packages else []
-    config = dict(config, workroot="/tmp", scratch=["/dev/shm"], paths=extra)
+    # The sandbox's /tmp is a fresh tmpfs, which would hide a virtual environment living under the
+    # host's /tmp: such site-packages are mounted elsewhere (sys.path is set from `paths`, so the
+    # directory's own name does not matter).
+    inside = {p: (f"/cotkit-site/{i}" if _under(p, ["/tmp"]) else p) for i, p in enumerate(extra)}
+    config = dict(config, workroot="/tmp", scratch=["/dev/shm"], paths=[inside[p] for p in extra])
     argv = [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net (a loopback of its own), uts, cgroup
@@ -122,7 +126,7 @@ def bwrap_spec(
             argv += ["--ro-bind", p, p]
     for p in [*roots, *extra]:
         if not _under(p, ["/usr", *[r for r in roots if r != p]]):
-            argv += ["--ro-bind", p, p]
+            argv += ["--ro-bind", p, inside.get(p, p)]
     if os.path.exists("/etc/ld.so.cache"):
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     argv += ["--ro-bind", str(WORKER), SANDBOX_WORKER]
