@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+from cotkit_plugins.verifiers.program import ProgramVerifier, extract_program
+from sandbox_support import require_bwrap
 
 from cotkit.errors import ConfigError
 from cotkit.harness.verify import verify_samples
-from cotkit.sandbox import Outcome, bwrap_problem
+from cotkit.sandbox import Outcome
 from cotkit.sandbox import isolation as iso
 from cotkit.types import AnswerKind, Example, Sample, Status
-from cotkit_plugins.verifiers.program import ProgramVerifier, extract_program
 
 S = Status
 
 
-def require_bwrap() -> None:
-    """Skip where bubblewrap cannot run, unless COTKIT_SANDBOX_REQUIRE_BWRAP=1 (CI) makes it a failure."""
-    problem = bwrap_problem()
-    if problem:
-        if os.environ.get("COTKIT_SANDBOX_REQUIRE_BWRAP") == "1":
-            pytest.fail(f"bubblewrap is required here: {problem}")
-        pytest.skip(f"bubblewrap cannot run here: {problem}")
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,25 @@ import time
 import warnings
 
 import pytest
+from sandbox_support import require_bwrap
 
 from cotkit.errors import ConfigError
-from cotkit.sandbox import Job, Limits, Outcome, Sandbox, SandboxIsolationWarning, SandboxStartError, bwrap_problem
+from cotkit.sandbox import (
+    Job,
+    Limits,
+    Outcome,
+    Sandbox,
+    SandboxIsolationWarning,
+    SandboxStartError,
+    pool,
+)
 from cotkit.sandbox import isolation as iso
-from cotkit.sandbox import pool
 
 O = Outcome
 # A generous wall-clock backstop: on a loaded machine CPU-bound programs must still hit the CPU limit first.
 SMALL = Limits(cpu_seconds=0.5, wall_seconds=6.0, memory_mb=128, max_output_bytes=2048)
 
 
-def require_bwrap() -> None:
-    """Skip where bubblewrap cannot run, unless COTKIT_SANDBOX_REQUIRE_BWRAP=1 (CI) makes it a failure."""
-    problem = bwrap_problem()
-    if problem:
-        if os.environ.get("COTKIT_SANDBOX_REQUIRE_BWRAP") == "1":
-            pytest.fail(f"bubblewrap is required here: {problem}")
-        pytest.skip(f"bubblewrap cannot run here: {problem}")
 
 
 @pytest.fixture(scope="module")

@@ -20,20 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from sandbox_support import require_bwrap
 
-from cotkit.sandbox import Job, Limits, Outcome, Result, Sandbox, bwrap_problem
+from cotkit.sandbox import Job, Limits, Outcome, Result, Sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 O = Outcome
 
 
-def require_bwrap() -> None:
-    """Skip where bubblewrap cannot run, unless COTKIT_SANDBOX_REQUIRE_BWRAP=1 (CI) makes it a failure."""
-    problem = bwrap_problem()
-    if problem:
-        if os.environ.get("COTKIT_SANDBOX_REQUIRE_BWRAP") == "1":
-            pytest.fail(f"bubblewrap is required here: {problem}")
-        pytest.skip(f"bubblewrap cannot run here: {problem}")
 
 # The wall-clock backstop is 8x the CPU limit so that, even on a loaded machine, CPU-bound attacks
 # end on the CPU limit (the verdict must not depend on load); `sleep` pays it in full.
