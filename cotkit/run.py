@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -444,6 +445,20 @@ def _now() -> str:
 # ------------------------------------------------------------------------------ opening a run
 
 
+def remove_partial_writes(path: Path) -> int:
+    """Delete the temp files and folders (`.NAME.*tmp`) a killed process left mid-write; how many."""
+    # Every file of a run is written as `.NAME.<random>.tmp` (or a `.NAME.tmp` folder) and renamed:
+    # a leftover one belongs to a write that never finished, so it is never read and safe to drop.
+    removed = 0
+    for p in sorted(path.rglob(".*.tmp"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = None, display: RunDisplay | None = None) -> RunContext:
     """Create the run directory, or reopen it for `--resume` after checking the config is unchanged."""
     path = Path(config.run.output_dir) if config.run.output_dir else default_output_dir(config)
@@ -468,7 +483,8 @@ def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = N
                 f"cannot resume {path}: the config differs from the one it started with "
                 "(start a new --output-dir, or resume with the same options):\n" + "\n".join(diff)
             )
-        display.message(f"[bold]resuming[/bold] {path}")
+        removed = remove_partial_writes(path)
+        display.message(f"[bold]resuming[/bold] {path}" + (f" ({removed} partial file(s) of the killed run removed)" if removed else ""))
     elif resume:
         display.message(f"--resume: no run at {path} yet; starting it")
     if is_main_process():

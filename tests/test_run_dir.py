@@ -151,3 +151,18 @@ def test_cli_runs_a_plugin_method_and_resumes(cli, tmp_path, toy, data_dir, tiny
     r = cli("show", out)
     assert r.exit_code == 0 and "iter_003/step" in r.stdout and "complete" in r.stdout
     plugins.reset()
+
+
+def test_resume_removes_what_a_killed_write_left_behind(tmp_path):
+    """A SIGKILL between a temp file's creation and its rename leaves `.NAME.xxxx.tmp`: resume drops it."""
+    from cotkit.run import remove_partial_writes
+
+    (tmp_path / "iter_001" / ".checkpoint.tmp").mkdir(parents=True)
+    (tmp_path / "iter_001" / ".checkpoint.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".state.json.73jrbix0.tmp").write_text("{")
+    (tmp_path / "iter_001" / ".samples.jsonl.q1w2.tmp").write_text("{}\n")
+    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "iter_001" / "samples.jsonl").write_text("{}\n")
+    assert remove_partial_writes(tmp_path) == 3
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["iter_001", "iter_001/samples.jsonl", "state.json"]
