@@ -84,6 +84,8 @@ def test_eval_errors_are_one_line(cli, data_dir, tiny_model):
     assert res.exit_code == 2 and "--vote" in res.stderr
     res = cli("--data-dir", data_dir, "eval", "--task", "gsm8k", "--model", tiny_model, "--style", "fewshots")
     assert res.exit_code == 2 and "'fewshot'" in res.stderr
+    res = cli("--data-dir", data_dir, "eval", "--task", "gsm8k", "--model", tiny_model, "-B", "temprature=1", "--limit", "1")
+    assert res.exit_code == 2 and "temprature" in res.stderr and "batch_size" in res.stderr  # the backend's own options listed
 
 
 def test_parity_with_lm_eval_builtin_task(tiny_eval):

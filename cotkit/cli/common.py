@@ -12,6 +12,9 @@ from cotkit.errors import ConfigError
 TASK_OPTION = typer.Option(
     None, "--task-option", "-O", help="A task option KEY=VALUE (repeatable), e.g. -O level=5 -O subject=algebra."
 )
+BACKEND_OPTION = typer.Option(
+    None, "--backend-option", "-B", help="A backend option KEY=VALUE (repeatable), e.g. -B device=cpu -B dtype=bfloat16."
+)
 
 
 def parse_key_values(items: Optional[list[str]], flag: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cotkit.cli.common import TASK_OPTION
+from cotkit.cli.common import BACKEND_OPTION, TASK_OPTION, parse_key_values
 
 
 def eval_command(
@@ -26,6 +26,7 @@ def eval_command(
     verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier (default: the task's)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Backend batch size."),
+    backend_option: Optional[list[str]] = BACKEND_OPTION,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where results.json and samples.jsonl go."),
     lm_eval_task: Optional[str] = typer.Option(
         None, "--lm-eval-task", help="Also run this lm-eval built-in task on the same model and compare scorings."
@@ -59,7 +60,6 @@ def eval_command(
         raise ConfigError("--n must be at least 1")
     task_obj = make_task(task, task_option)
     scorer_options = _check_step_scorers([s for s in (rerank, step_scorer) if s], scorer_option)
-    from cotkit.cli.state import options as global_options
     from cotkit.lmeval.runner import EvalSettings, evaluate
     from cotkit.models import load_backend
 
@@ -74,7 +74,9 @@ def eval_command(
         beam_width=beam_width, beam_expand=beam_expand, max_steps=max_steps, step_tokens=step_tokens,
         logprob_weight=logprob_weight,
     )
-    backend_options = {"batch_size": batch_size} if batch_size else {}
+    backend_options = parse_key_values(backend_option, "--backend-option")
+    if batch_size:
+        backend_options["batch_size"] = batch_size
     be = load_backend(backend, model=model, **backend_options)
     try:
         summary = evaluate(task_obj, be, settings, output_dir)
@@ -90,7 +92,6 @@ def eval_command(
 
 def _check_step_scorers(names: list[str], items: Optional[list[str]]) -> dict:
     """Parse --scorer-option and check, before any model loads, that each named step scorer exists and takes them."""
-    from cotkit.cli.common import parse_key_values
     from cotkit.plugins import host
 
     options = parse_key_values(items, "--scorer-option")

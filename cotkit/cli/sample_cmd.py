@@ -7,11 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cotkit.cli.common import TASK_OPTION
-
-BACKEND_OPTION = typer.Option(
-    None, "--backend-option", "-B", help="A backend option KEY=VALUE (repeatable), e.g. -B device=cpu -B dtype=bfloat16."
-)
+from cotkit.cli.common import BACKEND_OPTION, TASK_OPTION
 
 
 def sample_command(
