@@ -23,7 +23,19 @@ from cotkit.errors import ConfigError
 
 WORKER = Path(__file__).with_name("worker.py")
 SANDBOX_WORKER = "/cotkit-sandbox/worker.py"
-SANDBOX_UID = 65534  # "nobody" inside the user namespace
+SANDBOX_UID = 65534  # "nobody" inside the user namespace (cotkit run by a normal user)
+#: When cotkit runs as root, programs run as an unprivileged host uid (and gid): this one if set,
+#: else a fresh one per worker from HOST_UIDS, a range no account uses, so that workers share
+#: no uid (process counts, signals) with each other or with anything else on the host.
+HOST_UID_ENV = "COTKIT_SANDBOX_HOST_UID"
+HOST_UIDS = range(2_000_000_000, 2_000_000_000 + (1 << 24))
+#: What a sandbox's /proc hides: kernel settings and triggers under empty read-only directories,
+#: kernel memory, logs, keys and timers under /dev/null (container runtimes mask the same).
+PROC_MASKED_DIRS = ("sys", "fs", "bus", "irq", "acpi", "scsi", "asound", "driver")
+PROC_MASKED_FILES = (
+    "sysrq-trigger", "kcore", "kmsg", "keys", "key-users", "timer_list", "sched_debug",
+    "latency_stats", "kallsyms", "kpagecount", "kpageflags", "kpagecgroup",
+)  # fmt: skip
 #: Environment variable that picks the isolation level: auto (default), bwrap or process.
 ISOLATION_ENV = "COTKIT_SANDBOX_ISOLATION"
 ISOLATIONS = ("auto", "bwrap", "process")
@@ -66,6 +78,30 @@ def site_packages() -> list[str]:
     return out
 
 
+def unprivileged_ids() -> tuple[int, int] | None:
+    """The host (uid, gid) a worker started by root must switch to; None when cotkit is not root.
+
+    A user namespace made by root maps the sandbox's user to host root: files, /proc/sys and the
+    kernel keyring would then treat a program as root. So under root the worker itself gives up
+    root for this uid before any program runs.
+    """
+    if os.geteuid() != 0:
+        return None
+    value = os.environ.get(HOST_UID_ENV)
+    if value is None:
+        import secrets
+
+        uid = HOST_UIDS.start + secrets.randbelow(len(HOST_UIDS))
+        return uid, uid
+    try:
+        uid = int(value)
+    except ValueError:
+        uid = 0
+    if not 0 < uid < 2**32 - 1:
+        raise ConfigError(f"{HOST_UID_ENV} must be a non-root uid (1 to 4294967294), got {value!r}")
+    return uid, uid
+
+
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
@@ -77,7 +113,7 @@ def bwrap_features(bwrap: str) -> frozenset[str]:
         text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return frozenset()
-    return frozenset(f for f in ("--disable-userns", "--size", "--as-pid-1", "--die-with-parent") if f in text)
+    return frozenset(f for f in ("--disable-userns", "--size", "--as-pid-1", "--die-with-parent", "--perms") if f in text)
 
 
 def bwrap_spec(
@@ -98,23 +134,26 @@ def bwrap_spec(
     # host's /tmp: such site-packages are mounted elsewhere (sys.path is set from `paths`, so the
     # directory's own name does not matter).
     inside = {p: (f"/cotkit-site/{i}" if _under(p, ["/tmp"]) else p) for i, p in enumerate(extra)}
-    config = dict(config, workroot="/tmp", scratch=["/dev/shm"], paths=[inside[p] for p in extra])
-    argv = [
-        bwrap,
-        "--unshare-all",  # user, ipc, pid, net (a loopback of its own), uts, cgroup
-        "--unshare-user",
-        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+    ids = unprivileged_ids()
+    config = dict(config, workroot="/tmp", scratch=["/dev/shm"], paths=[inside[p] for p in extra], drop=ids)
+    argv = [bwrap]
+    if ids is None:
+        argv += ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+        argv += ["--cap-drop", "ALL"]
+        if "--disable-userns" in feats:
+            argv += ["--disable-userns"]
+    else:  # root: no user namespace (it would map to host root); the worker drops to `ids` itself
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+    argv += [
         "--hostname", "sandbox",
         # The sandbox dies with bwrap, and bwrap with the thread that started it: pool.py starts
         # every worker from one long-lived launcher thread.
         "--die-with-parent",
         "--new-session",
         "--as-pid-1",  # the worker is PID 1: unkillable from inside, reaps and kills everything
-        "--cap-drop", "ALL",
         "--clearenv",
     ]  # fmt: skip
-    if "--disable-userns" in feats:
-        argv += ["--disable-userns"]
     for key, value in {**MINIMAL_ENV, "HOME": "/tmp", "TMPDIR": "/tmp"}.items():
         argv += ["--setenv", key, value]
     argv += ["--ro-bind", "/usr", "/usr"]
@@ -124,13 +163,26 @@ def bwrap_spec(
             argv += ["--symlink", os.readlink(p), p]
         elif os.path.isdir(p):
             argv += ["--ro-bind", p, p]
+    made: set[str] = set()
     for p in [*roots, *extra]:
         if not _under(p, ["/usr", *[r for r in roots if r != p]]):
+            # bwrap gives the directories it creates on the way the host's modes: under root,
+            # /root (0700) would then hide the interpreter from the unprivileged worker.
+            for parent in reversed(Path(inside.get(p, p)).parents[:-1]):
+                if str(parent) not in made and "--perms" in feats:
+                    argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(str(parent))
             argv += ["--ro-bind", p, inside.get(p, p)]
     if os.path.exists("/etc/ld.so.cache"):
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     argv += ["--ro-bind", str(WORKER), SANDBOX_WORKER]
     argv += ["--proc", "/proc", "--dev", "/dev"]
+    for name in PROC_MASKED_DIRS:
+        if os.path.isdir(f"/proc/{name}"):
+            argv += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    for name in PROC_MASKED_FILES:
+        if os.path.exists(f"/proc/{name}"):
+            argv += ["--ro-bind", "/dev/null", f"/proc/{name}"]
     size = str(tmpfs_mb << 20)
     if "--size" in feats:
         argv += ["--size", size, "--tmpfs", "/tmp", "--size", str(min(tmpfs_mb, 16) << 20), "--tmpfs", "/dev/shm"]
@@ -143,7 +195,7 @@ def bwrap_spec(
 
 def process_spec(config: dict, workroot: str, with_site_packages: bool) -> WorkerSpec:
     """The fallback: a plain worker process with rlimits, its own session, a temp dir, a scrubbed env."""
-    config = dict(config, workroot=workroot, scratch=[], paths=site_packages() if with_site_packages else [])
+    config = dict(config, workroot=workroot, scratch=[], paths=site_packages() if with_site_packages else [], drop=unprivileged_ids())
     argv = [interpreter(), "-I", "-S", "-B", str(WORKER), json.dumps(config)]
     env = {**MINIMAL_ENV, "HOME": workroot, "TMPDIR": workroot}
     return WorkerSpec("process", argv, env, workroot)

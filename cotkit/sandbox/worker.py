@@ -133,6 +133,7 @@ def child(req, workdir, out_w, err_w, res_w):
     import traceback
 
     lim = req["limits"]
+    me = os.getpid()
     os.setsid()
     os.dup2(DEVNULL[0], 0)
     os.dup2(out_w, 1)
@@ -154,8 +155,9 @@ def child(req, workdir, out_w, err_w, res_w):
             resource.setrlimit(which, (soft, hard))
         except (ValueError, OSError):  # a hard limit already below ours: keep the lower one
             resource.setrlimit(which, (min(soft, resource.getrlimit(which)[1]), resource.getrlimit(which)[1]))
-    if not lim.get("allow_fork") and Seccomp.ok:
-        install_seccomp()
+    if Seccomp.ok:
+        load_filter(child_filter(os.getpid(), os.getppid(), bool(lim.get("allow_fork"))))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the worker ignores it; a program may not
     os.chdir(workdir)
 
     entry = req.get("entry")
@@ -242,6 +244,8 @@ def child(req, workdir, out_w, err_w, res_w):
         sys.stderr.flush()
     except BaseException:
         pass
+    if os.getpid() != me:  # a process the program forked ran off the end: only the program reports
+        _exit(0)
     try:
         data = dumps(message, ensure_ascii=True).encode("ascii")
     except BaseException as e:
@@ -425,64 +429,209 @@ def signal_name(sig):
         return f"signal {sig}"
 
 
-# A seccomp filter, installed in each child, that refuses to create processes: fork, vfork and
-# clone without CLONE_THREAD fail with EAGAIN (threads still work), clone3 reports ENOSYS so libc
-# falls back to clone, and ptrace is refused. It holds whatever the uid mapping, whereas
-# RLIMIT_NPROC is not enforced for a sandbox user that maps to the host's root.
-SECCOMP_ARCH = {  # machine: (AUDIT_ARCH, fork, vfork, clone, clone3, ptrace)
-    "x86_64": (0xC000003E, 57, 58, 56, 435, 101),
-    "aarch64": (0xC00000B7, None, None, 220, 435, 117),
-}
+# Two seccomp filters. The worker loads the first once, so it binds the worker and every child:
+# system calls a verifier never needs and that reach beyond the process (the kernel keyring,
+# mounts and namespaces, kernel modules and kexec, bpf, perf, io_uring, another process's
+# memory), refused as container runtimes' default profiles refuse them. Each child loads the
+# second, built for its own pid: it may not signal, re-limit, renice or re-schedule any process
+# but itself (so never the worker), and, unless forks are allowed, may not create processes
+# (fork, vfork and clone without CLONE_THREAD fail with EAGAIN; threads still work).
+SYSCALLS = {  # machine: AUDIT_ARCH and the numbers of the calls named below
+    "x86_64": (0xC000003E, {
+        "fork": 57, "vfork": 58, "clone": 56, "clone3": 435, "kill": 62, "tkill": 200, "tgkill": 234,
+        "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434, "prlimit64": 302,
+        "setpriority": 141, "sched_setaffinity": 203, "sched_setscheduler": 144, "sched_setparam": 142,
+        "sched_setattr": 314, "ioprio_set": 251,
+        "add_key": 248, "keyctl": 250, "request_key": 249, "mount": 165, "umount2": 166, "pivot_root": 155,
+        "chroot": 161, "setns": 308, "unshare": 272, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+        "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "kexec_load": 246,
+        "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176, "reboot": 169,
+        "swapon": 167, "swapoff": 168, "syslog": 103, "acct": 163, "settimeofday": 164, "clock_settime": 227,
+        "clock_adjtime": 305, "adjtimex": 159, "sethostname": 170, "setdomainname": 171, "quotactl": 179,
+        "quotactl_fd": 443, "iopl": 172, "ioperm": 173, "lookup_dcookie": 212, "bpf": 321,
+        "perf_event_open": 298, "userfaultfd": 323, "fanotify_init": 300, "name_to_handle_at": 303,
+        "open_by_handle_at": 304, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "pidfd_getfd": 438,
+        "pidfd_send_signal": 424, "move_pages": 279, "migrate_pages": 256, "vhangup": 153, "uselib": 134,
+        "ustat": 136, "sysfs": 139, "_sysctl": 156, "nfsservctl": 180,
+    }),
+    "aarch64": (0xC00000B7, {
+        "clone": 220, "clone3": 435, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+        "rt_tgsigqueueinfo": 240, "pidfd_open": 434, "prlimit64": 261, "setpriority": 140,
+        "sched_setaffinity": 122, "sched_setscheduler": 119, "sched_setparam": 118, "sched_setattr": 274,
+        "ioprio_set": 30,
+        "add_key": 217, "keyctl": 219, "request_key": 218, "mount": 40, "umount2": 39, "pivot_root": 41,
+        "chroot": 51, "setns": 268, "unshare": 97, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+        "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "kexec_load": 104,
+        "kexec_file_load": 294, "init_module": 105, "finit_module": 273, "delete_module": 106, "reboot": 142,
+        "swapon": 224, "swapoff": 225, "syslog": 116, "acct": 89, "settimeofday": 170, "clock_settime": 112,
+        "clock_adjtime": 266, "adjtimex": 171, "sethostname": 161, "setdomainname": 162, "quotactl": 60,
+        "quotactl_fd": 443, "lookup_dcookie": 18, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
+        "fanotify_init": 262, "name_to_handle_at": 264, "open_by_handle_at": 265, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "ptrace": 117, "process_vm_readv": 270,
+        "process_vm_writev": 271, "kcmp": 272, "pidfd_getfd": 438, "pidfd_send_signal": 424,
+        "move_pages": 239, "migrate_pages": 238, "vhangup": 58, "nfsservctl": 42,
+    }),
+}  # fmt: skip
+NEVER_NEEDED = (
+    "add_key", "keyctl", "request_key",  # the kernel keyring: host keys must stay out of reach
+    "mount", "umount2", "pivot_root", "chroot", "setns", "unshare", "open_tree", "move_mount",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "swapon", "swapoff", "syslog", "acct", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "sethostname", "setdomainname", "quotactl", "quotactl_fd", "iopl", "ioperm", "lookup_dcookie",
+    "bpf", "perf_event_open", "userfaultfd", "fanotify_init", "name_to_handle_at", "open_by_handle_at",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "pidfd_send_signal",
+    "move_pages", "migrate_pages", "vhangup", "uselib", "ustat", "sysfs", "_sysctl", "nfsservctl",
+)  # fmt: skip
+CLONE_THREAD = 0x00010000
+CLONE_NEW_NAMESPACES = 0x7E020000  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open")
+SCHED_CALLS = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
+RET_ALLOW = 0x7FFF0000
+RET_ERRNO = 0x00050000
 
 
-def seccomp_program():
-    """The BPF program as bytes (struct sock_filter[]), or None on an architecture we do not know."""
-    spec = SECCOMP_ARCH.get(os.uname().machine)
-    if spec is None:
+class Bpf:
+    """A tiny assembler for classic BPF: jumps name labels, resolved (and range-checked) at the end."""
+
+    LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JSET|K, BPF_RET|K
+
+    def __init__(self):
+        self.prog = []
+        self.labels = {}
+
+    def label(self, name):
+        self.labels[name] = len(self.prog)
+
+    def load(self, offset):  # seccomp_data: nr at 0, arch at 4, args[i] (low 32 bits) at 16 + 8 i
+        self.prog.append([self.LD, 0, 0, offset])
+
+    def arg(self, i):
+        self.load(16 + 8 * i)
+
+    def jeq(self, k, jt, jf=0):
+        self.prog.append([self.JEQ, jt, jf, k & 0xFFFFFFFF])
+
+    def jset(self, k, jt, jf=0):
+        self.prog.append([self.JSET, jt, jf, k])
+
+    def ret(self, k):
+        self.prog.append([self.RET, 0, 0, k])
+
+    def assemble(self):
+        out = b""
+        for i, (code, jt, jf, k) in enumerate(self.prog):
+            jt = self.labels[jt] - i - 1 if isinstance(jt, str) else jt
+            jf = self.labels[jf] - i - 1 if isinstance(jf, str) else jf
+            if not (0 <= jt <= 255 and 0 <= jf <= 255):
+                raise ValueError("seccomp jump out of range")
+            out += struct.pack("=HBBI", code, jt, jf, k)
+        return out
+
+
+def _prologue(bpf, arch):
+    """Refuse calls of another architecture or the x32 ABI (their numbers mean other calls)."""
+    bpf.load(4)
+    bpf.jeq(arch, 0, "enosys")
+    bpf.load(0)
+    bpf.prog.append([0x35, "enosys", 0, 0x40000000])  # BPF_JMP|JGE|K
+
+
+def _epilogue(bpf):
+    for name, value in (("allow", RET_ALLOW), ("eperm", RET_ERRNO | errno.EPERM),
+                        ("eagain", RET_ERRNO | errno.EAGAIN), ("enosys", RET_ERRNO | errno.ENOSYS)):  # fmt: skip
+        bpf.label(name)
+        bpf.ret(value)
+    return bpf.assemble()
+
+
+def worker_filter():
+    """The filter for the worker and all it starts, or None on a machine we have no numbers for."""
+    if os.uname().machine not in SYSCALLS:
         return None
-    arch, fork, vfork, clone, clone3, ptrace = spec
-    allow, eagain, enosys, eperm = 0x7FFF0000, 0x00050000 | errno.EAGAIN, 0x00050000 | errno.ENOSYS, 0x00050000 | errno.EPERM
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    prog = []  # (code, jt, jf, k); jumps are relative, resolved below through labels
+    arch, nr = SYSCALLS[os.uname().machine]
+    bpf = Bpf()
+    _prologue(bpf, arch)
+    for name in NEVER_NEEDED:
+        if name in nr:
+            bpf.jeq(nr[name], "eperm")
+    bpf.jeq(nr["clone3"], "enosys")  # its flags sit in memory a filter cannot read: libc falls back to clone
+    bpf.jeq(nr["clone"], "clone")
+    bpf.ret(RET_ALLOW)
+    bpf.label("clone")
+    bpf.arg(0)
+    bpf.jset(CLONE_NEW_NAMESPACES, "eperm", "allow")
+    return _epilogue(bpf)
 
-    def emit(code, k, jt=0, jf=0):
-        prog.append([code, jt, jf, k])
 
-    emit(ld, 4)  # seccomp_data.arch
-    emit(jeq, arch, "nr", "enosys")
-    labels = {"nr": len(prog)}
-    emit(ld, 0)  # seccomp_data.nr
-    emit(jge, 0x40000000, "enosys", 0)  # x32 system calls
-    for nr, target in ((fork, "eagain"), (vfork, "eagain"), (clone3, "enosys"), (ptrace, "eperm"), (clone, "clone")):
-        if nr is not None:
-            emit(jeq, nr, target, 0)
-    emit(ret, allow)
-    labels["clone"] = len(prog)
-    emit(ld, 16)  # low 32 bits of args[0]: the clone flags
-    emit(jset, 0x00010000, "allow", "eagain")  # CLONE_THREAD
-    for name, value in (("allow", allow), ("eagain", eagain), ("enosys", enosys), ("eperm", eperm)):
-        labels[name] = len(prog)
-        emit(ret, value)
-    out = b""
-    for i, (code, jt, jf, k) in enumerate(prog):
-        jt = labels[jt] - i - 1 if isinstance(jt, str) else jt
-        jf = labels[jf] - i - 1 if isinstance(jf, str) else jf
-        out += struct.pack("=HBBI", code, jt, jf, k)
-    return out
+def child_filter(me, worker, allow_fork):
+    """The filter for one program (pid `me`); the worker's pid is `worker`."""
+    arch, nr = SYSCALLS[os.uname().machine]
+    bpf = Bpf()
+    _prologue(bpf, arch)
+    if not allow_fork:
+        for name in ("fork", "vfork"):
+            if name in nr:
+                bpf.jeq(nr[name], "eagain")
+        bpf.jeq(nr["clone"], "clone")
+    for name in SIGNAL_CALLS:
+        bpf.jeq(nr[name], "signal")
+    for name in SCHED_CALLS:
+        bpf.jeq(nr[name], "self0")
+    bpf.jeq(nr["setpriority"], "prio")
+    bpf.jeq(nr["ioprio_set"], "ioprio")
+    bpf.ret(RET_ALLOW)
+    if not allow_fork:
+        bpf.label("clone")
+        bpf.arg(0)
+        bpf.jset(CLONE_THREAD, "allow", "eagain")
+    bpf.label("signal")  # the target pid (or process group, as a negative number)
+    bpf.arg(0)
+    if allow_fork:  # its own children may be signalled; the worker and "everyone" (-1) may not
+        for pid in (worker, -worker, -1):
+            bpf.jeq(pid, "eperm")
+        bpf.ret(RET_ALLOW)
+    else:  # nothing but itself exists to be signalled
+        for pid in (0, me, -me):
+            bpf.jeq(pid, "allow")
+        bpf.ret(RET_ERRNO | errno.EPERM)
+    bpf.label("self0")  # pid argument: 0 or its own
+    bpf.arg(0)
+    bpf.jeq(0, "allow")
+    bpf.jeq(me, "allow", "eperm")
+    for label, which in (("prio", 0), ("ioprio", 1)):  # PRIO_PROCESS, IOPRIO_WHO_PROCESS and itself
+        bpf.label(label)
+        bpf.arg(0)
+        bpf.jeq(which, 0, "eperm")
+        bpf.arg(1)
+        bpf.jeq(0, "allow")
+        bpf.jeq(me, "allow", "eperm")
+    return _epilogue(bpf)
 
 
 class Seccomp:
-    """The filter, built once in the worker and loaded by each child; `ok` after a probe succeeded."""
+    """Whether the filters work here (`ok`, set by a probe) and the libc handle that loads them."""
 
     ok = False
     libc = None
-    fprog = None
-    buf = None
+    fprog_type = None  # struct sock_fprog
+
+
+def load_filter(program):
+    """Load a BPF program into the calling process (after no_new_privs)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = Seccomp.fprog_type(len(program) // 8, ctypes.addressof(buf))
+    if Seccomp.libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp filter refused")
 
 
 def prepare_seccomp():
-    """Build the filter and check, in a throwaway child, that it loads and refuses fork()."""
-    program = seccomp_program()
+    """Load the worker filter, then check in a throwaway child that a child filter refuses fork()."""
+    program = worker_filter()
     if program is None:
         return f"no seccomp filter for machine {os.uname().machine}"
     import ctypes
@@ -490,17 +639,20 @@ def prepare_seccomp():
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    Seccomp.buf = ctypes.create_string_buffer(program, len(program))
-    Seccomp.fprog = SockFprog(len(program) // 8, ctypes.addressof(Seccomp.buf))
+    Seccomp.fprog_type = SockFprog
     Seccomp.libc = ctypes.CDLL(None, use_errno=True)
     # No new privileges for the worker and so for every child (bwrap sets it already): needed
     # for an unprivileged seccomp filter, and one prctl fewer per program.
     Seccomp.libc.prctl(38, 1, 0, 0, 0)
+    try:
+        load_filter(program)
+    except OSError as e:
+        return f"seccomp filter refused: {e}"
     pid = os.fork()
     if pid == 0:
         code = 3
         try:
-            install_seccomp()
+            load_filter(child_filter(os.getpid(), os.getppid(), False))
             try:
                 if os.fork() == 0:
                     os._exit(0)
@@ -514,14 +666,6 @@ def prepare_seccomp():
         Seccomp.ok = True
         return None
     return f"seccomp probe failed (status {status})"
-
-
-def install_seccomp():
-    """Load the no-new-processes filter into the calling process (a child)."""
-    import ctypes
-
-    if Seccomp.libc.prctl(22, 2, ctypes.byref(Seccomp.fprog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
-        raise OSError(ctypes.get_errno(), "seccomp filter refused")
 
 
 def run_one(req):
@@ -707,6 +851,10 @@ def prepare_children():
     # a program that writes past a limit dies of it. The worker itself is fine with them.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    # The kernel drops signals sent to a namespace's PID 1 unless it handles them, and Python
+    # handles SIGINT: ignored here, a program's SIGINT to the worker is dropped (each child
+    # restores Python's handler for itself).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Text streams over fds 0-2: the worker never uses them; in a child they are the program's.
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
@@ -719,8 +867,37 @@ def prepare_children():
     DEVNULL[0] = os.open("/dev/null", os.O_RDONLY)
 
 
+def drop_privileges(uid, gid):
+    """Give up host root for good (cotkit runs as root): the writable directories change owner,
+    then every uid and gid becomes the unprivileged one, which clears every capability.
+
+    Anything short of that ends the worker before it says ready, so no program runs as root.
+    """
+    for path in [WORKROOT, *SCRATCH]:
+        os.chown(path, uid, gid)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    with open("/proc/self/status") as f:
+        caps = [line.split()[1] for line in f if line.startswith(("CapPrm:", "CapEff:", "CapAmb:"))]
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or any(int(c, 16) for c in caps):
+        raise SystemExit(f"cannot give up root: uids {os.getresuid()}, capabilities {caps}")
+
+
 def setup():
-    """Make the worker untouchable by its children, then import what programs commonly use."""
+    """Import what programs commonly use, give up root if started as root, and make the worker
+    untouchable by its children."""
+    for path in CONFIG.get("paths", []):
+        if path not in sys.path:
+            sys.path.append(path)
+    failed = []
+    for name in ["numbers", "traceback", "linecache", "io", "shutil", "stat", "ctypes", *CONFIG.get("preload", [])]:
+        try:
+            __import__(name)
+        except Exception as e:
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    if CONFIG.get("drop"):
+        drop_privileges(*CONFIG["drop"])
     try:
         import ctypes
 
@@ -731,18 +908,9 @@ def setup():
             libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except Exception:
         pass
-    for path in CONFIG.get("paths", []):
-        if path not in sys.path:
-            sys.path.append(path)
-    failed = []
     problem = prepare_seccomp()
     if problem:
         failed.append(problem)
-    for name in ["numbers", "traceback", "linecache", "io", "shutil", "stat", *CONFIG.get("preload", [])]:
-        try:
-            __import__(name)
-        except Exception as e:
-            failed.append(f"{name}: {type(e).__name__}: {e}")
     prepare_children()
     warm_up()
     return failed
