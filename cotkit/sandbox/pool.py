@@ -443,7 +443,9 @@ class Sandbox:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def _dispatch(self, jobs: list[Job], limits: Limits) -> list[Result]:
+    def _dispatch(self, jobs: list[Job], limits: Limits, check_blame: bool = True) -> list[Result]:
+        """Run `jobs`; a job whose worker failed on every attempt is blamed on the sandbox only if
+        a fresh worker cannot run a trivial program either (`check_blame`)."""
         level = self._resolve()
         label = level
         results: list[Result | None] = [None] * len(jobs)
@@ -542,7 +544,24 @@ class Sandbox:
                     del busy[w]
                     drop(w)
                     fail(i, f"worker gave no answer within {limits.wall + REPLY_GRACE:.0f} s")
+        failed = [i for i, r in enumerate(results) if r is not None and r.outcome is Outcome.SANDBOX_ERROR]
+        if failed and check_blame and self._sandbox_works(limits):
+            for i in failed:  # the same program broke fresh workers while others run: its own failure
+                results[i] = Result(
+                    Outcome.RUNTIME_ERROR,
+                    label,
+                    error=f"the program broke its sandbox worker on each of {attempts[i]} attempts ({last_error[i]})",
+                    attempts=attempts[i],
+                )
         return [r if r is not None else Result(Outcome.SANDBOX_ERROR, label, error="not run") for r in results]
+
+    def _sandbox_works(self, limits: Limits) -> bool:
+        """Whether a fresh worker runs a trivial program: the check that tells a program's fault from the sandbox's."""
+        for w in list(self._workers):  # the canary must not run on a worker a program may have damaged
+            w.kill()
+        self._workers.clear()
+        canary = self._dispatch([Job("def solution():\n    return 1\n", "solution")], limits, check_blame=False)[0]
+        return canary.outcome is Outcome.OK and canary.value == 1
 
     @staticmethod
     def _result(reply: dict[str, Any], label: str, attempts: int) -> Result:
