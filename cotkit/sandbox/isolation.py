@@ -4,7 +4,14 @@ The bubblewrap view of the file system holds only what the interpreter needs, re
 (and the /bin, /lib* links or directories beside it), the interpreter's installation, optionally
 the current environment's site-packages, and the worker script. Writable: a size-capped tmpfs at
 /tmp (the working directory, wiped after every program) and /dev/shm. Everything else of the host
-(home, the project, host /tmp, /etc, sockets) does not exist inside.
+(home, the project, host /tmp, /etc, sockets) does not exist inside; the kernel's settings and
+secrets under /proc are masked.
+
+Nothing a program runs as may be privileged on the host. A normal user's bubblewrap maps the
+sandbox's `nobody` to that user. Root's would map it to host root (which may write /proc/sys,
+read root's keyring, ...), so under root there is no user namespace: the worker starts with only
+the capabilities to change its ids and gives up root for an unused uid before any program runs
+(`unprivileged_ids`); the process fallback does the same.
 """
 
 from __future__ import annotations

@@ -66,9 +66,10 @@ def warn_weak_isolation(reason: str) -> None:
     if reason in _WARNED:
         return
     _WARNED.add(reason)
+    readable = "files any user can read" if os.geteuid() == 0 else "your files"
     msg = (
         "cotkit sandbox: model-written programs run WITHOUT bubblewrap namespaces, as plain processes "
-        "with resource limits: they can read your files and reach the network. "
+        f"with resource limits: they can read {readable} and reach the network. "
         f"Reason: {reason}. For full isolation install bubblewrap (Debian/Ubuntu: apt-get install "
         f"bubblewrap) where user namespaces are allowed; set {iso.ISOLATION_ENV}=bwrap to make this an error."
     )
