@@ -547,6 +547,10 @@ def resolve(
         raise ConfigError(f"--method {method_name!r} but the config sets method {run_values['method']!r}")
     run_values["method"] = method_name
     run = build(RunConfig, run_values)
+    from cotkit.option_checks import check_config_values
+
+    # Before the method's own checks (whose messages assume sane values) and long before sampling.
+    check_config_values(method_values, iter_options(mcfg_cls), method_name)
     method_cfg = build(mcfg_cls, method_values, f"{method_name}.")
     return TrainConfig(run=run, method=method_cfg)
 

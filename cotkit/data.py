@@ -40,24 +40,16 @@ def cache_dir(*parts: str) -> Path:
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file; a bad line raises DataError naming the file and line number."""
-    path = Path(path)
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-    return rows
+    from cotkit.jsonl import read_jsonl as read
+
+    return read(path)
 
 
 def read_json(path: str | Path) -> Any:
     """A JSON file's content; a parse error names the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a leading BOM is not content
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
 

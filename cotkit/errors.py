@@ -54,3 +54,13 @@ class ModelError(CotkitError):
 def suggest(name: str, known: Iterable[str]) -> list[str]:
     """Return up to three known names close to `name`."""
     return difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.5)
+
+
+class OutputError(CotkitError):
+    """An output path named on the command line cannot be written (found before any work starts)."""
+
+
+class ResultsNotSavedError(CotkitError):
+    """The work is done but its output could not be written; the message names where the results were kept."""
+
+    exit_code = 1  # not a usage error (2): the command was right, the disk or device refused

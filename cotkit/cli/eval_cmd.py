@@ -56,8 +56,7 @@ def eval_command(
     check_styles(style)
     if vote not in (None, "majority"):
         raise ConfigError(f"--vote {vote!r}: only 'majority' is supported")
-    if n < 1:
-        raise ConfigError("--n must be at least 1")
+    _check_sampling_values(n, limit, temperature, top_p, max_new_tokens, batch_size)
     task_obj = make_task(task, task_option)
     scorer_options = _check_step_scorers([s for s in (rerank, step_scorer) if s], scorer_option)
     from cotkit.lmeval.runner import EvalSettings, evaluate
@@ -66,6 +65,9 @@ def eval_command(
     if output_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output_dir = Path("runs") / "eval" / f"{task_obj.full_name.replace(':', '_')}-{Path(model).name}-{stamp}"
+    from cotkit.outputs import check_output_dir
+
+    check_output_dir(output_dir, "--output-dir")  # before the model loads: a bad folder must not cost the evaluation
     settings = EvalSettings(
         style=style, split=split, limit=limit, n=n, vote=vote, temperature=temperature, top_p=top_p,
         max_new_tokens=max_new_tokens, verifier=verifier, seed=seed,
@@ -88,6 +90,19 @@ def eval_command(
         be.close()
     summary["output_dir"] = str(output_dir)
     _report(summary, json_output)
+
+
+def _check_sampling_values(n: int, limit, temperature, top_p: float, max_new_tokens: int, batch_size) -> None:
+    """One-line errors naming the option, before any data or model loads."""
+    from cotkit.option_checks import at_least_one, check_values
+    from cotkit.option_checks import temperature as temperature_rule
+    from cotkit.option_checks import top_p as top_p_rule
+
+    check_values(
+        ("--n", n, at_least_one), ("--limit", limit, at_least_one), ("--temperature", temperature, temperature_rule),
+        ("--top-p", top_p, top_p_rule), ("--max-new-tokens", max_new_tokens, at_least_one),
+        ("--batch-size", batch_size, at_least_one),
+    )  # fmt: skip
 
 
 def _check_step_scorers(names: list[str], items: Optional[list[str]]) -> dict:

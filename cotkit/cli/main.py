@@ -23,6 +23,7 @@ HELP = (
 
 
 def _root_callback(
+    ctx: typer.Context,
     plugin: Optional[list[Path]] = typer.Option(None, "--plugin", help="Load a single-file plugin (repeatable)."),
     data_dir: Optional[Path] = typer.Option(
         None, "--data-dir", help="Folder of the publishers' data files (else $COTKIT_DATA_DIR, else the hub)."
@@ -36,13 +37,18 @@ def _root_callback(
     state.options.debug = debug
     if data_dir is not None:
         state.options.data_dir = data_dir
+    if ctx.invoked_subcommand is None:
+        from cotkit.cli.usage import missing_command
+
+        # A usage error like any other (one line, exit 2), not the help page of no_args_is_help.
+        ctx.fail(missing_command(ctx))
 
 
 def build_app() -> typer.Typer:
     """The Typer app with every built-in command (plugin commands are added by `main`)."""
     from cotkit.cli import commands
 
-    app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(help=HELP, add_completion=False, pretty_exceptions_enable=False)
     app.callback(invoke_without_command=True)(_root_callback)
     commands.register_all(app)
     return app
@@ -68,8 +74,8 @@ def _prescan(argv: list[str]) -> tuple[list[str], bool, Optional[str]]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Run the CLI; a CotkitError prints one line and exits 2 (traceback with --debug)."""
-    import click
+    """Run the CLI; a CotkitError or a usage error prints one line and exits 2 (traceback with --debug)."""
+    from cotkit.cli import usage
 
     argv = list(sys.argv[1:] if argv is None else argv)
     files, debug, data_dir = _prescan(argv)
@@ -90,13 +96,15 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         typer.secho(f"error: {e}", err=True, fg="red")
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except usage.exit_types() as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except usage.abort_types():
         typer.echo("Aborted.", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except usage.click_error_types() as e:
+        if debug:
+            raise
+        typer.secho(usage.one_line(e), err=True, fg="red")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)

@@ -35,12 +35,18 @@ def sample_command(
     from cotkit.cli.common import make_task, parse_key_values
     from cotkit.contracts import SamplingParams, check_styles
     from cotkit.errors import ConfigError
+    from cotkit.option_checks import at_least_one, check_values, zero_or_more
+    from cotkit.option_checks import temperature as temperature_rule
+    from cotkit.option_checks import top_p as top_p_rule
+    from cotkit.outputs import check_output_file
 
     check_styles(style)
-    if n < 1:
-        raise ConfigError("--n must be at least 1")
-    if limit is not None and limit < 0:
-        raise ConfigError("--limit must be 0 (all) or more")
+    check_values(
+        ("--n", n, at_least_one), ("--limit", limit, zero_or_more), ("--temperature", temperature, temperature_rule),
+        ("--top-p", top_p, top_p_rule), ("--max-new-tokens", max_new_tokens, at_least_one),
+        ("--batch-size", batch_size, at_least_one),
+    )  # fmt: skip
+    check_output_file(output, "--output")  # before the model loads: a bad path must not cost the samples
     task_obj = make_task(task, task_option)
     examples = task_obj.examples(split or task_obj.heldout_split, limit=limit or None)
     if not examples:
@@ -68,9 +74,9 @@ def sample_command(
     _show(task_obj.full_name, model, samples, summary, show_prompt, width, checker.name)
     if output is not None:
         from cotkit.console import out
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit.outputs import save_jsonl
 
-        atomic_write_jsonl(output, [sample_row(s, include_prompt=include_prompt) for s in samples])
+        save_jsonl(output, [sample_row(s, include_prompt=include_prompt) for s in samples], "--output")
         out.print(f"wrote {len(samples)} samples to {output}")
 
 

@@ -23,6 +23,9 @@ def score(
     from cotkit.console import out, print_json
     from cotkit.harness.score import score_file
 
+    from cotkit.outputs import check_output_file
+
+    check_output_file(output, "--output")  # before scoring: a bad path must not cost the verdicts
     task_obj = make_task(task, task_option)
     summary = score_file(task_obj, input, verifier, output)
     if json_output:

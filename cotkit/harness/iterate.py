@@ -7,7 +7,6 @@ makes that method different.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,8 +62,9 @@ class ModelSlot:
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a JSONL file the run wrote itself (complete by construction: files are renamed into place)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from cotkit.jsonl import read_jsonl
+
+    return read_jsonl(path)
 
 
 def fine_tune(

@@ -9,7 +9,8 @@ from typing import Any
 from cotkit.contracts import Task
 from cotkit.errors import CotkitError, DataError
 from cotkit.harness.verify import make_verifier, summarize, verify_samples
-from cotkit.jsonl import atomic_write_jsonl
+from cotkit.jsonl import loads_line, read_lines
+from cotkit.outputs import save_jsonl
 from cotkit.types import Sample, Status, Verdict
 
 
@@ -30,7 +31,7 @@ def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list
             continue
         where = f"line {lineno}"
         try:
-            row = json.loads(line)
+            row = loads_line(line)
         except json.JSONDecodeError as e:
             rows.append({"line": line.rstrip("\n")})
             items.append(Verdict(Status.ERROR, reason=f"{where}: not valid JSON ({e.msg})"))
@@ -80,10 +81,10 @@ def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -
 def score_file(task: Task, input_path: Path, verifier_name: str | None, output: Path | None) -> dict[str, Any]:
     """Score `input_path`; write output rows atomically if `output` is given; return the summary."""
     try:
-        lines = Path(input_path).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = read_lines(input_path)
     except OSError as e:
         raise CotkitError(f"--input {input_path}: cannot read ({e.strerror or e})") from e
     out_rows, summary = score_rows(task, lines, verifier_name)
     if output:
-        atomic_write_jsonl(output, out_rows)
+        save_jsonl(output, out_rows, "--output")
     return summary

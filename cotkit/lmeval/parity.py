@@ -13,7 +13,8 @@ from typing import Any
 
 from cotkit.contracts import Backend, Task
 from cotkit.errors import CotkitError
-from cotkit.jsonl import atomic_write_jsonl
+from cotkit.jsonl import jsonl_text
+from cotkit.outputs import save_files
 
 
 def find_builtin_yaml(name: str) -> Path:
@@ -100,12 +101,12 @@ def compare(name: str, task: Task, backend: Backend, settings: Any, output_dir: 
             "disagreements": sum(theirs[d] != ours[d] for d in theirs),
         }
     if output_dir is not None:
-        atomic_write_jsonl(Path(output_dir) / "parity.jsonl", [
+        save_files(output_dir, {"parity.jsonl": jsonl_text([
             {"doc_id": s["doc_id"], "completion": smp.completion, **v.to_dict(),
              "lm_eval": {r.get("filter", "none"): {"correct": float(r[metric]) >= 1.0, "extracted": r.get("filtered_resps")}
                          for r in logged if r["doc_id"] == s["doc_id"]}}
             for s, smp, v in zip(first, samples, verdicts)
-        ])
+        ])}, "--output-dir")
     n = len(first)
     main_filter = filters[0]
     return {

@@ -12,7 +12,6 @@ from typing import Any
 
 from cotkit.contracts import Backend, Task
 from cotkit.errors import CotkitError
-from cotkit.jsonl import atomic_write_json, atomic_write_jsonl
 
 
 def yaml_dir() -> Path:
@@ -244,14 +243,19 @@ def _picked_accuracy(records: list[dict[str, Any]], key: str) -> float:
 
 
 def write_outputs(output_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """results.json (lm-eval's results plus cotkit's summary) and samples.jsonl (one row per completion)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """results.json (lm-eval's results plus cotkit's summary) and samples.jsonl (one row per completion).
+
+    Both are built before either is written; a failed write keeps both in a fallback folder named in the error.
+    """
+    from cotkit.jsonl import json_text, jsonl_text
+    from cotkit.outputs import save_files
+
     clean = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"}, default=str))
-    atomic_write_json(output_dir / "results.json", {"cotkit": summary, "lm_eval": clean})
     rows = []
     for rec in records:
         for i, c in enumerate(rec["completions"]):
             rows.append({"id": rec["id"], "task": rec["task"], "sample_index": i, "prompt": rec["prompt"],
                          "target": rec["target"], **rec["raw"], **c, "majority_vote": rec["majority"] == i,
                          **({"best_of_n": rec["best_of_n"] == i, "weighted_vote": rec["weighted_vote"] == i} if "best_of_n" in rec else {})})
-    atomic_write_jsonl(output_dir / "samples.jsonl", rows)
+    files = {"results.json": json_text({"cotkit": summary, "lm_eval": clean}), "samples.jsonl": jsonl_text(rows)}
+    save_files(output_dir, files, "--output-dir")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,15 +174,11 @@ class TeacherCache:
     def __init__(self, path: Path):
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(row, dict) and "key" in row:
-                        self.entries[row["key"]] = row
+        from cotkit.jsonl import read_jsonl_tolerant
+
+        for row in read_jsonl_tolerant(path):
+            if isinstance(row, dict) and "key" in row:
+                self.entries[row["key"]] = row
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
@@ -192,13 +187,11 @@ class TeacherCache:
         """Record rows (each with its `key`) and append them to the file durably."""
         if not rows:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for row in rows:
-                self.entries[row["key"]] = row
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        from cotkit.jsonl import append_jsonl_rows
+
+        append_jsonl_rows(self.path, rows)
+        for row in rows:
+            self.entries[row["key"]] = row
 
 
 def request_key(teacher: dict[str, Any], prompt: Prompt, params: SamplingParams, seed: int | None, index: int) -> str:
