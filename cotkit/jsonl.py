@@ -159,11 +159,19 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def loads_line(text: str) -> Any:
-    """`json.loads` of one line; nesting too deep for the parser is a JSONDecodeError like any other bad row."""
+    """`json.loads` of one line; what the parser cannot hold is a JSONDecodeError like any other bad row.
+
+    That is nesting deeper than the recursion limit, and an integer longer than Python's
+    int-string limit (4300 digits), which json.loads reports as a plain ValueError.
+    """
     try:
         return json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        raise json.JSONDecodeError(f"a number too long to read: {str(e).split(';')[0]}", text, 0) from None
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

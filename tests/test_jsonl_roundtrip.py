@@ -92,6 +92,19 @@ def test_a_deeply_nested_line_is_an_error_for_that_row_only(cli, data_dir, tmp_p
     assert written[1]["reason"].startswith("line 2: not valid JSON (nested too deeply")
 
 
+def test_a_number_too_long_for_python_is_an_error_for_that_row_only(cli, data_dir, tmp_path):
+    rows = [{**row, "completion": f"The answer is {answer(row)}."} for row in gsm8k_rows(data_dir, 2)]
+    huge = json.dumps({**rows[0], "id": 0}).replace('"id": 0', '"id": ' + "7" * 5000)
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n" + huge + "\n" + json.dumps(rows[1]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = score(cli, data_dir, "-i", path, "-o", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    written = read_jsonl(out)
+    assert [r["verdict"] for r in written] == ["correct", "error", "correct"]
+    assert written[1]["reason"].startswith("line 2: not valid JSON (a number too long")
+
+
 # ------------------------------------------------------------------------------ task data and run files
 
 
