@@ -24,6 +24,7 @@ light LaTeX normal form for MATH strings.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -279,32 +280,83 @@ def is_refusal(span: str) -> bool:
 # ------------------------------------------------------------------------------ numbers
 
 
+#: Digits a number may have and still be read as a value. Python refuses to turn longer integers
+#: into text (`sys.get_int_max_str_digits`, 4300 by default) because the conversion takes
+#: quadratic time: a million-digit number would take half a minute. A longer number in a
+#: completion is kept as text (`Number.long_form`): it still answers, and it equals no short number.
+MAX_NUMBER_DIGITS = 4300
+
+
+def canonical_numeral(digits: str) -> str:
+    """One spelling per decimal value, sign left out: `0012.500` -> `12.5`, `1,234` -> `1234`, `.5` -> `0.5`."""
+    whole, _, decimals = digits.replace(",", "").partition(".")
+    whole, decimals = whole.lstrip("0") or "0", decimals.rstrip("0")
+    return f"{whole}.{decimals}" if decimals else whole
+
+
+def numeral_size(canonical: str) -> int:
+    """Digits a canonical numeral's exact value needs: its integer digits plus its decimals
+    (`0.0001` needs 4: its value is 1/10**4)."""
+    whole, _, decimals = canonical.partition(".")
+    return (0 if whole == "0" else len(whole)) + len(decimals)
+
+
+def digit_limit() -> int:
+    """The most digits a number may have to be read as a value (lower if this interpreter's own limit is)."""
+    configured = sys.get_int_max_str_digits()  # 0 means unlimited
+    return min(MAX_NUMBER_DIGITS, configured) if configured else MAX_NUMBER_DIGITS
+
+
 @dataclass(frozen=True)
 class Number:
     """A number found in text: the text it came from and its exact value."""
 
     raw: str
-    value: Fraction
+    #: The exact value; None for a number longer than `digit_limit()` digits (see `long_form`).
+    value: Fraction | None
     percent: bool = False
+    #: A number too long to hold as a value, as canonical text (`-7777...`, `1/3333...`): it is
+    #: compared as text, so it equals only the same number written as long.
+    long_form: str | None = None
 
     @property
     def normalized(self) -> str:
         """Canonical text: `18`, `-0.5`, `1/3`, with `%` kept when it was written."""
-        return format_number(self.value) + ("%" if self.percent else "")
+        text = self.long_form if self.value is None else format_number(self.value)
+        return f"{text}{'%' if self.percent else ''}"
+
+    @property
+    def digits(self) -> int:
+        """How many digits the number has (integer digits plus decimals; both sides of a fraction)."""
+        text = self.long_form if self.value is None else format_number(self.value)
+        return sum(numeral_size(part) for part in str(text).lstrip("-").split("/"))
 
 
 def format_number(value: Fraction) -> str:
     """`18`, `0.75`, `-2.5`, or `1/3` when no finite decimal exists."""
     if value.denominator == 1:
-        return str(value.numerator)
-    d = value.denominator
-    for p in (2, 5):
-        while d % p == 0:
-            d //= p
+        return _int_text(value.numerator)
+    d, twos, fives = value.denominator, 0, 0
+    while d % 2 == 0:
+        d, twos = d // 2, twos + 1
+    while d % 5 == 0:
+        d, fives = d // 5, fives + 1
     if d != 1:
-        return f"{value.numerator}/{value.denominator}"
-    s = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
-    return s.rstrip("0").rstrip(".") if "." in s else s
+        return f"{_int_text(value.numerator)}/{_int_text(value.denominator)}"
+    # integer arithmetic, so every decimal is exact (a Decimal division rounds past 28 digits)
+    places = max(twos, fives)
+    scaled = value.numerator * 10**places // value.denominator
+    text = _int_text(abs(scaled)).rjust(places + 1, "0")
+    s = f"{'-' if scaled < 0 else ''}{text[:-places]}.{text[-places:]}"
+    return s.rstrip("0").rstrip(".")
+
+
+def _int_text(n: int) -> str:
+    """str(n), also for an integer beyond this interpreter's int-to-text limit (a computed value can be)."""
+    try:
+        return str(n)
+    except ValueError:  # Decimal converts without the limit (the value's size was already paid for)
+        return format(Decimal(n), "f")
 
 
 _NUMBER = re.compile(
@@ -352,18 +404,22 @@ def clean_latex(s: str) -> str:
 
 
 def _to_number(m: re.Match[str]) -> Number | None:
+    raw, percent, sign = m.group(0).strip(), bool(m.group("pct")), m.group("sign") == "-"
+    num = canonical_numeral(m.group("num"))
+    den = canonical_numeral(m.group("den")) if m.group("den") else None
+    if den == "0":
+        return None
+    limit = digit_limit()
+    if numeral_size(num) > limit or (den is not None and numeral_size(den) > limit):
+        long_form = f"{'-' if sign and num != '0' else ''}{num}{'/' + den if den else ''}"
+        return Number(raw=raw, value=None, percent=percent, long_form=long_form)
     try:
-        value = Fraction(Decimal(m.group("num").replace(",", "")))
-        if m.group("den"):
-            den = Fraction(Decimal(m.group("den")))
-            if den == 0:
-                return None
-            value /= den
+        value = Fraction(Decimal(num))
+        if den is not None:
+            value /= Fraction(Decimal(den))
     except (InvalidOperation, ValueError, ZeroDivisionError):
         return None
-    if m.group("sign") == "-":
-        value = -value
-    return Number(raw=m.group(0).strip(), value=value, percent=bool(m.group("pct")))
+    return Number(raw=raw, value=-value if sign else value, percent=percent)
 
 
 def iter_numbers(text: str) -> Iterator[Number]:
@@ -407,7 +463,7 @@ def _parse_number_span(span: str) -> Parsed | None:
         if alt:
             m2 = _NUMBER.match(rest, alt.end())
             n2 = _to_number(m2) if m2 else None
-            if n2 is not None and n2.value != n.value:
+            if n2 is not None and (n2.value, n2.long_form) != (n.value, n.long_form):
                 return _hedge(first, Parsed(n2.raw, n2.normalized, n2), " or ")
         return first
     if not re.search(r"\d", s):
@@ -500,7 +556,12 @@ def parse_gold_number(answer: str) -> Number | None:
 
 
 def numbers_equal(pred: Number, gold: Number) -> bool:
-    """Equal values, compared as written: `25%` = 25 and `18.00` = 18, but `70%` != 0.7."""
+    """Equal values, compared as written: `25%` = 25 and `18.00` = 18, but `70%` != 0.7.
+
+    A number too long to hold as a value equals only the same long number (as canonical text).
+    """
+    if pred.value is None or gold.value is None:
+        return pred.long_form is not None and pred.long_form == gold.long_form
     return pred.value == gold.value
 
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cotkit.answers import cut_completion, last_boxed
+from cotkit.answers import cut_completion, digit_limit, last_boxed
 
 #: Markers of a next problem in MATH-style prompts (Minerva "Problem:", PRM800K), besides the shared ones.
 MATH_CUT_MARKERS: tuple[str, ...] = ("\n\nProblem:", "\nProblem:", "\n\nQuestion:", "\nQuestion:")
@@ -237,7 +237,7 @@ def normalize_answer(s: str) -> str:
         s = _VAR_PREFIX.sub("", s)
         s = _VAR_SUFFIX.sub("", s)
     s = re.sub(r"(?<![\d}\w])\.(\d)", r"0.\1", s)
-    s = re.sub(r"(\d+\.\d*?)0+(?!\d)", r"\1", s)
+    s = _DECIMAL.sub(_drop_trailing_zeros, s)
     s = re.sub(r"(\d)\.(?!\d)", r"\1", s)
     m = _BASE_SUBSCRIPT.fullmatch(s)
     if m and not m.group(1).isalpha():
@@ -248,6 +248,16 @@ def normalize_answer(s: str) -> str:
     if re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)*", s) and len(s) > 1:
         s = s.lower()
     return s
+
+
+# A decimal, matched only from the start of its digits: a pattern that may start inside a run of
+# digits, or backtrack over its decimals, takes quadratic time on a number of 10,000 digits.
+_DECIMAL = re.compile(r"(?<!\d)(\d+)\.(\d+)")
+
+
+def _drop_trailing_zeros(m: re.Match[str]) -> str:
+    """`18.00` -> `18.` and `2.50` -> `2.5` (the bare point goes next)."""
+    return f"{m.group(1)}.{m.group(2).rstrip('0')}"
 
 
 def _strip_math_delimiters(s: str) -> str:
@@ -535,6 +545,8 @@ def _unreduced_fraction(s: str) -> str | None:
 
     for m in _INT_FRACTION.finditer(s):
         a, b = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+        if max(len(a), len(b)) > digit_limit():
+            continue  # Python will not read it (the comparison says so)
         if int(b) != 0 and gcd(int(a), int(b)) > 1:
             return "fraction not in lowest terms"
     return None
@@ -558,6 +570,8 @@ _MIXED_NORMALIZED = re.compile(r"\(\d+\+\\frac\{\d+\}\{\d+\}\)")
 
 def _unsimplified_root(s: str) -> str | None:
     for m in re.finditer(r"\\sqrt\{(\d+)\}", s):
+        if len(m.group(1).lstrip("0")) > 12:
+            continue  # too large to factor here (and longer than Python reads, past 4300 digits)
         n = int(m.group(1))
         if n < 10**12 and any(n % (k * k) == 0 for k in range(2, int(n**0.5) + 1)):
             return "root not in simplest radical form"

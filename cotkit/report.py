@@ -49,12 +49,61 @@ def iteration_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_iter[i] for i in sorted(by_iter)]
 
 
+def accuracy_of(ev: dict[str, Any] | None) -> tuple[float, float, float, int] | None:
+    """(accuracy, ci_low, ci_high, n) of an eval summary, over all of its n rows.
+
+    Worked out from the summary's counts where it has them, so a summary recorded before error
+    rows counted (its accuracy was over the rows without errors) reads by the same rule as a new one.
+    """
+    if not ev:
+        return None
+    n, correct = ev.get("n"), ev.get("correct")
+    if isinstance(n, int) and isinstance(correct, int) and n > 0:
+        from cotkit.harness.verify import wilson_interval
+
+        low, high = wilson_interval(correct, n)
+        return correct / n, low, high, n
+    if ev.get("accuracy") is None:
+        return None
+    acc = float(ev["accuracy"])
+    return acc, float(ev.get("ci_low", acc)), float(ev.get("ci_high", acc)), int(ev.get("n") or 0)
+
+
 def fmt_acc(ev: dict[str, Any] | None) -> str:
-    """`41.0% [31.2, 51.6] (n=100)` from an eval summary."""
-    if not ev or ev.get("accuracy") is None:
+    """`41.0% [31.2, 51.6] (n=100)` from an eval summary: correct / n over all rows, errors included."""
+    got = accuracy_of(ev)
+    if got is None:
         return "–"
-    n = ev.get("n", 0) - ev.get("errors", 0)
-    return f"{100 * ev['accuracy']:.1f}% [{100 * ev.get('ci_low', 0):.1f}, {100 * ev.get('ci_high', 0):.1f}] (n={n})"
+    acc, low, high, n = got
+    return f"{100 * acc:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (n={n})"
+
+
+def parsed_accuracy(ev: dict[str, Any] | None) -> float | None:
+    """Accuracy among the answers the verifier read and judged: correct / (correct + incorrect)."""
+    ev = ev or {}
+    correct = ev.get("correct")
+    if isinstance(correct, int) and isinstance(ev.get("incorrect"), int):
+        judged = correct + ev["incorrect"]
+        return correct / judged if judged else None
+    if isinstance(correct, int) and all(isinstance(ev.get(k), int) for k in ("n", "unparseable_count", "timeouts", "errors")):
+        judged = ev["n"] - ev["unparseable_count"] - ev["timeouts"] - ev["errors"]
+        return correct / judged if judged > 0 else None
+    return ev.get("accuracy_parsed")
+
+
+#: The verdicts that are not an answer judged right or wrong, shown as counts beside every accuracy.
+VERDICT_COUNT_COLUMNS = (("unparseable_count", "unparseable"), ("timeouts", "timeouts"), ("errors", "errors"))
+
+
+def _count(ev: dict[str, Any] | None, key: str) -> str:
+    v = (ev or {}).get(key)
+    return "–" if v is None else str(v)
+
+
+def _verdict_cells(ev: dict[str, Any] | None) -> list[str]:
+    """Accuracy of parsed answers, then the unparseable, timeout and error counts."""
+    acc = parsed_accuracy(ev)
+    return ["–" if acc is None else f"{100 * acc:.1f}%", *[_count(ev, k) for k, _ in VERDICT_COUNT_COLUMNS]]
 
 
 def iteration_table(rows: list[dict[str, Any]], title: str = "iterations") -> Any:
@@ -64,26 +113,24 @@ def iteration_table(rows: list[dict[str, Any]], title: str = "iterations") -> An
     table = Table(title=title)
     table.add_column("iter", justify="right")
     table.add_column("dev accuracy [95% CI]", justify="right")
-    table.add_column("dev unparseable", justify="right")
+    for header in ("dev accuracy of parsed answers", *[f"dev {h}" for _, h in VERDICT_COUNT_COLUMNS]):
+        table.add_column(header, justify="right")
     present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
     for _, header in present:
         table.add_column(header, justify="right")
     for r in rows:
         s = r.get("summary") or {}
-        table.add_row(str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), *[_cell(s.get(k)) for k, _ in present])
+        table.add_row(str(r["iteration"]), fmt_acc(r.get("dev")), *_verdict_cells(r.get("dev")), *[_cell(s.get(k)) for k, _ in present])
     return table
-
-
-def _pct(ev: dict[str, Any] | None, key: str) -> str:
-    v = (ev or {}).get(key)
-    return "–" if v is None else f"{100 * v:.1f}%"
 
 
 def _top(ev: dict[str, Any] | None) -> str:
     ev = ev or {}
     if ev.get("top_answer") is None:
         return "–"
-    return f"{ev['top_answer']} ({100 * ev.get('top_answer_share', 0):.0f}% of parsed)"
+    if isinstance(ev.get("top_answer_count"), int) and ev.get("n"):
+        return f"{ev['top_answer']} ({100 * ev['top_answer_count'] / ev['n']:.0f}% of all rows)"
+    return f"{ev['top_answer']} ({100 * ev.get('top_answer_share', 0):.0f}% of parsed)"  # recorded before counts were
 
 
 def _cell(v: Any) -> str:
@@ -106,9 +153,17 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
         "",
     ]
     if any("dev" in r for r in rows):
-        lines += ["## Held-out (dev) accuracy per iteration", "", "Iteration 0 is the base model.", ""]
+        lines += [
+            "## Held-out (dev) accuracy per iteration",
+            "",
+            "Iteration 0 is the base model. Accuracy is correct / n over all rows: unparseable, timeout and error rows count as not correct.",
+            "",
+        ]
         present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
-        header = ["iteration", "dev accuracy [95% CI]", "dev unparseable", "most common answer", *[h for _, h in present]]
+        header = [
+            "iteration", "dev accuracy [95% CI]", "dev accuracy of parsed answers",
+            *[f"dev {h}" for _, h in VERDICT_COUNT_COLUMNS], "most common answer", *[h for _, h in present],
+        ]  # fmt: skip
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in rows:
@@ -116,7 +171,7 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
             lines.append(
                 "| "
                 + " | ".join(
-                    [str(r["iteration"]), fmt_acc(r.get("dev")), _pct(r.get("dev"), "unparseable"), _top(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]
+                    [str(r["iteration"]), fmt_acc(r.get("dev")), *_verdict_cells(r.get("dev")), _top(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]
                 )
                 + " |"
             )
@@ -126,23 +181,23 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
     held = [r for r in rows if "heldout" in r]
     if held:
         lines += ["## Final evaluation on the task's held-out split", ""]
-        lines.append("| model | split | accuracy [95% CI] | unparseable | accuracy of parsed answers | most common answer |")
-        lines.append("|---|---|---|---|---|---|")
+        lines += [
+            "Accuracy is correct / n over all rows: unparseable, timeout and error rows count as not correct.",
+            "",
+            "| model | split | accuracy [95% CI] | accuracy of parsed answers | unparseable | timeouts | errors | most common answer |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in held:
             ev = r["heldout"]
             who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
-            lines.append(
-                f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} | {_top(ev)} |"
-            )
+            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {' | '.join(_verdict_cells(ev))} | {_top(ev)} |")
             for variant, ev in (r.get("heldout_variants") or {}).items():
                 label = ev.get("decoding") or variant
-                lines.append(
-                    f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {_pct(ev, 'unparseable')} | {_pct(ev, 'accuracy_parsed')} | {_top(ev)} |"
-                )
-        if len(held) >= 2:
-            a, b = held[0]["heldout"], held[-1]["heldout"]
-            delta = 100 * (b["accuracy"] - a["accuracy"])
-            overlap = not (b.get("ci_low", 0) > a.get("ci_high", 1) or a.get("ci_low", 0) > b.get("ci_high", 1))
+                lines.append(f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {' | '.join(_verdict_cells(ev))} | {_top(ev)} |")
+        a, b = accuracy_of(held[0]["heldout"]), accuracy_of(held[-1]["heldout"])
+        if len(held) >= 2 and a is not None and b is not None:
+            delta = 100 * (b[0] - a[0])
+            overlap = not (b[1] > a[2] or a[1] > b[2])
             lines.append("")
             lines.append(
                 f"Change: {delta:+.1f} points"
@@ -190,11 +245,13 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pa
         if not series:
             continue
         key = "dev" if series is dev else "heldout"
+        series = [r for r in series if accuracy_of(r[key]) is not None]
         # held-out points (base and final only) are not joined, and nudged right so bars do not overlap
+        got = [accuracy_of(r[key]) for r in series]  # over all rows, as in the report's tables
         xs = [r["iteration"] + (0.06 if key == "heldout" else 0.0) for r in series]
-        ys = [100 * r[key]["accuracy"] for r in series]
-        lo = [100 * (r[key]["accuracy"] - r[key].get("ci_low", r[key]["accuracy"])) for r in series]
-        hi = [100 * (r[key].get("ci_high", r[key]["accuracy"]) - r[key]["accuracy"]) for r in series]
+        ys = [100 * acc for acc, _, _, _ in got]  # type: ignore[misc]
+        lo = [100 * (acc - low) for acc, low, _, _ in got]  # type: ignore[misc]
+        hi = [100 * (high - acc) for acc, _, high, _ in got]  # type: ignore[misc]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, capsize=4, label=label, linestyle="-" if key == "dev" else "none")
     ax.set_xlabel("iteration (0 = base model)")
     ax.set_ylabel("accuracy (%)")

@@ -112,7 +112,44 @@ def test_malformed_rows_are_error_verdicts_counted_and_never_stop_the_run(cli, d
     assert reasons[6].startswith("line 9:")
     assert got[1]["line"] == "{not json"  # an unreadable line is kept as text
     summary = json.loads(r.stdout)
-    assert summary["n"] == 9 and summary["errors"] == 7 and summary["accuracy"] == 1.0
+    # every row counts: 2 correct of 9 rows, not 2 of the 2 rows without errors
+    assert summary["n"] == 9 and summary["errors"] == 7 and summary["accuracy"] == pytest.approx(2 / 9)
+    assert summary["accuracy_parsed"] == 1.0
+
+
+def ten_rows_nine_errors(data_dir: Path, first_completion: str) -> list[dict]:
+    """Real GSM8K rows: the first scored with `first_completion`, nine that can only be `error` verdicts."""
+    rows = gsm8k_rows(data_dir, 10)
+    first = {**rows[0], "completion": first_completion}
+    no_completion = [dict(row) for row in rows[1:4]]
+    not_a_string = [{**row, "completion": 18} for row in rows[4:7]]
+    gold_not_a_number = [{**row, "answer": "#### about ten", "completion": "The answer is 10."} for row in rows[7:10]]
+    return [first, *no_completion, *not_a_string, *gold_not_a_number]
+
+
+@pytest.mark.parametrize("first, correct", [("The answer is 18.", 1), ("The answer is 17.", 0)])
+def test_accuracy_counts_every_row_errors_included(cli, data_dir, tmp_path, first, correct):
+    """10 rows of which 9 are errors: 10% with the one correct answer, 0% without it, never 100%."""
+    from cotkit.harness.verify import wilson_interval
+
+    path = write_jsonl(tmp_path / "in.jsonl", ten_rows_nine_errors(data_dir, first))
+    r = score(cli, data_dir, "--task", "gsm8k", "--input", path, "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["n"], summary["correct"], summary["errors"]) == (10, correct, 9)
+    assert summary["accuracy"] == pytest.approx(correct / 10)
+    assert summary["accuracy_parsed"] == correct  # the one answer that was judged
+    assert (summary["unparseable_count"], summary["timeouts"]) == (0, 0)
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(wilson_interval(correct, 10))  # over n = 10
+    assert summary["top_answer_share"] == pytest.approx(0.1)  # 1 answer of 10 rows, not 100% of the parsed ones
+
+    table = score(cli, data_dir, "--task", "gsm8k", "--input", path).stdout
+    for header in ("accuracy (correct / n)", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
+        assert header in table
+    (line,) = [ln for ln in table.splitlines() if ln.startswith("│ 10 │")]
+    n, accuracy, _ci, parsed, unparseable, timeouts, errors = [c.strip() for c in line.strip("│").split("│")]
+    assert accuracy == f"{10 * correct:.2f}%" and parsed == f"{100 * correct:.2f}%"
+    assert (unparseable, timeouts, errors) == ("0 (0.00%)", "0", "9")  # the counts beside the accuracy
 
 
 def test_rescoring_replaces_stale_verdict_fields(cli, data_dir, tmp_path):

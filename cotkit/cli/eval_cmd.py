@@ -124,7 +124,8 @@ def _report(summary: dict, json_output: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"cotkit eval: {summary['task']} ({summary['model']}, {summary['style']})")
-    for col in ("task", "n", "accuracy", "± stderr", "unparseable"):
+    # accuracy counts every completion (errors and timeouts as not correct); the counts stand beside it
+    for col in ("task", "n", "accuracy", "± stderr", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
         table.add_column(col, justify="right")
     rows = [(summary["task"], summary)]
     rows += [(name, {**sub, "stderr": None, "unparseable": None}) for name, sub in summary.get("subtasks", {}).items()]
@@ -132,8 +133,10 @@ def _report(summary: dict, json_output: bool) -> None:
         table.add_row(
             name, str(s["n"]), f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "-",
             f"{s['stderr']:.1%}" if s.get("stderr") is not None else "",
-            f"{s['unparseable']:.1%}" if s.get("unparseable") is not None else "",
-        )
+            f"{s['accuracy_parsed']:.1%}" if s.get("accuracy_parsed") is not None else "",
+            f"{s['unparseable_count']} ({s['unparseable']:.1%})" if s.get("unparseable") is not None else "",
+            str(s.get("timeouts", "")), str(s.get("errors", "")),
+        )  # fmt: skip
     out.print(table)
     k = summary["samples_per_question"]
     if k > 1:

@@ -18,7 +18,7 @@ def score(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     task_option: Optional[list[str]] = TASK_OPTION,
 ) -> None:
-    """Score completions: a verdict per row and a summary (n, accuracy, unparseable, errors)."""
+    """Score completions: a verdict per row and a summary (accuracy over all n rows; unparseable, timeout, error counts)."""
     from cotkit.cli.common import make_task
     from cotkit.console import out, print_json
     from cotkit.harness.score import score_file
@@ -34,12 +34,17 @@ def score(
     from rich.table import Table
 
     table = Table(title=f"cotkit score: {task_obj.full_name} with {summary['verifier']}")
-    for col in ("n", "accuracy", "unparseable", "errors"):
+    # accuracy counts every row (errors too); the verdicts without a judged answer are shown beside it
+    for col in ("n", "accuracy (correct / n)", "95% CI", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
         table.add_column(col, justify="right")
+    parsed = summary["accuracy_parsed"]
     table.add_row(
         str(summary["n"]),
         f"{summary['accuracy']:.2%}",
-        f"{summary['unparseable']:.2%} ({summary['unparseable_count']})",
+        f"[{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]",
+        "-" if parsed is None else f"{parsed:.2%}",
+        f"{summary['unparseable_count']} ({summary['unparseable']:.2%})",
+        str(summary["timeouts"]),
         str(summary["errors"]),
     )
     out.print(table)

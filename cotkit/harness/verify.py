@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from typing import Any
 
 from cotkit.contracts import Task, Verifier
+from cotkit.errors import CotkitError
 from cotkit.types import Sample, Status, Verdict
 
 
@@ -17,39 +20,93 @@ def make_verifier(name: str | None, task: Task, **options: Any) -> Verifier:
 
 
 def verify_samples(samples: list[Sample], verifier: Verifier, batch_size: int = 512) -> list[Verdict]:
-    """Verdicts for samples (also stored on each sample); a verifier crash becomes `error` verdicts."""
+    """Verdicts for samples (also stored on each sample); each sample is judged on its own.
+
+    A verifier that raises on a batch, or returns the wrong number of verdicts, is asked again one
+    sample at a time, so only the samples it fails on get `error` verdicts: no row's content can
+    change another row's verdict. A `CotkitError` names a problem of the setup (a sandbox that
+    cannot start), which no row causes: it makes the batch's verdicts `error` without retries.
+    """
     verdicts: list[Verdict] = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
         try:
-            got = verifier.verify(batch)
-            if len(got) != len(batch):
-                raise RuntimeError(f"returned {len(got)} verdicts for {len(batch)} samples")
-        except Exception as e:  # a verifier bug must not lose the rest of the run
-            reason = f"verifier {verifier.name} failed: {type(e).__name__}: {e}"
-            got = [Verdict(Status.ERROR, reason=reason) for _ in batch]
+            got = _checked(verifier.verify(batch), len(batch))
+        except CotkitError as e:
+            got = [_error_verdict(verifier, e) for _ in batch]
+        except Exception:  # one sample's content broke the verifier: find which, keep the others
+            got = [_verify_alone(sample, verifier) for sample in batch]
         for sample, verdict in zip(batch, got):
             sample.verdict = verdict
         verdicts.extend(got)
     return verdicts
 
 
+def _verify_alone(sample: Sample, verifier: Verifier) -> Verdict:
+    try:
+        return _checked(verifier.verify([sample]), 1)[0]
+    except Exception as e:  # a verifier bug must not lose the rest of the run
+        return _error_verdict(verifier, e)
+
+
+def _checked(got: Any, expected: int) -> list[Verdict]:
+    """The verifier's answer, if it is one verdict per sample."""
+    got = list(got)
+    if len(got) != expected:
+        raise RuntimeError(f"returned {len(got)} verdicts for {expected} samples")
+    for v in got:
+        if not isinstance(v, Verdict):
+            raise TypeError(f"returned a {type(v).__name__}, not a Verdict")
+    return got
+
+
+def _error_verdict(verifier: Verifier, e: Exception) -> Verdict:
+    return Verdict(Status.ERROR, reason=f"verifier {verifier.name} failed: {type(e).__name__}: {str(e)[:500]}")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at 0, n and small n, unlike the normal one)."""
+    if n <= 0:
+        return 0.0, 0.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize(verdicts: list[Verdict]) -> dict[str, Any]:
-    """n, correct, accuracy (over rows without errors), unparseable rate and error count."""
+    """Counts of each verdict and the accuracy over all rows.
+
+    `accuracy` is correct / n with every row counted: an `error`, `timeout` or `unparseable` row
+    is a row without a correct answer, never a row left out (leaving them out would let 1 correct
+    row and 9 errors read as 100%). Its 95% interval (`ci_low`, `ci_high`) and the share of the
+    most common answer (`top_answer_share`, the collapse check) use the same n.
+    `accuracy_parsed` is correct / (correct + incorrect): accuracy among the answers the verifier
+    read and judged, which separates a format problem from a reasoning one (None without any).
+    """
     n = len(verdicts)
-    counts = {s: 0 for s in Status}
-    for v in verdicts:
-        counts[v.status] += 1
-    scored = n - counts[Status.ERROR]
-    correct = counts[Status.CORRECT]
+    counts = Counter(v.status for v in verdicts)
+    correct, incorrect = counts[Status.CORRECT], counts[Status.INCORRECT]
+    low, high = wilson_interval(correct, n)
+    # the most common answer: a model that says "yes" to everything scores the base rate of "yes"
+    answers = Counter(v.normalized or v.extracted for v in verdicts if v.extracted is not None)
+    top, top_count = answers.most_common(1)[0] if answers else (None, 0)
     return {
         "n": n,
         "correct": correct,
-        "accuracy": correct / scored if scored else 0.0,
-        "unparseable": counts[Status.UNPARSEABLE] / scored if scored else 0.0,
+        "incorrect": incorrect,
+        "accuracy": correct / n if n else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "accuracy_parsed": correct / (correct + incorrect) if correct + incorrect else None,
+        "unparseable": counts[Status.UNPARSEABLE] / n if n else 0.0,
         "unparseable_count": counts[Status.UNPARSEABLE],
         "timeouts": counts[Status.TIMEOUT],
         "errors": counts[Status.ERROR],
+        "top_answer": top,
+        "top_answer_count": top_count,
+        "top_answer_share": top_count / n if answers else None,
     }
 
 

@@ -189,7 +189,12 @@ def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:
 
 
 def summarize(task_name: str, results: dict[str, Any], records: list[dict[str, Any]], settings: EvalSettings) -> dict[str, Any]:
-    """The summary `cotkit eval` prints: accuracy with standard error, unparseable rate, n."""
+    """The summary `cotkit eval` prints: accuracy with standard error, n, the counts of unparseable,
+    timeout and error verdicts and the accuracy of parsed answers.
+
+    Accuracy is lm-eval's mean over the n questions of each question's share of correct completions:
+    every completion counts, an `error` or `timeout` one as not correct (`bridge.process_results`).
+    """
     per_task = {k: v for k, v in results["results"].items() if k.startswith("cotkit_")}
     n_total = sum(int(results["n-samples"][k]["effective"]) for k in per_task)
     correct_mean = sum(_metric(v, "acc") * int(results["n-samples"][k]["effective"]) for k, v in per_task.items())
@@ -208,6 +213,7 @@ def summarize(task_name: str, results: dict[str, Any], records: list[dict[str, A
         "style": settings.style,
         "samples_per_question": settings.n,
     }
+    summary.update(verdict_counts(records))
     if settings.n > 1:
         summary["mean_accuracy"] = acc
         summary[f"maj@{settings.n}"] = sum((_metric(v, "maj") or 0.0) * int(results["n-samples"][k]["effective"])
@@ -229,6 +235,21 @@ def summarize(task_name: str, results: dict[str, Any], records: list[dict[str, A
             for k, v in per_task.items()
         }
     return summary
+
+
+def verdict_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of the verdicts that are not a judged answer, over every completion, and the accuracy
+    of the parsed ones: shown beside an accuracy that counts all of them as not correct."""
+    statuses = [c.get("verdict") for rec in records for c in rec["completions"]]
+    correct, incorrect = statuses.count("correct"), statuses.count("incorrect")
+    return {
+        "completions": len(statuses),
+        "correct_completions": correct,
+        "accuracy_parsed": correct / (correct + incorrect) if correct + incorrect else None,
+        "unparseable_count": statuses.count("unparseable"),
+        "timeouts": statuses.count("timeout"),
+        "errors": statuses.count("error"),
+    }
 
 
 def _picked_accuracy(records: list[dict[str, Any]], key: str) -> float:

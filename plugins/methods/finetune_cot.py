@@ -512,7 +512,7 @@ class FinetuneCoT(Method):
         finally:
             runner.close()
         summary = _verify_and_write(ctx.task, samples, output)
-        low, high = wilson_interval(summary["correct"], summary["n"] - summary["errors"])
+        low, high = wilson_interval(summary["correct"], summary["n"])  # over all rows, errors included
         return {"split": split, "model": "base", **summary, "ci_low": round(low, 6), "ci_high": round(high, 6), "style": f"{cfg.teacher_style}-cot"}
 
     def funnel(self, ctx: Any) -> dict[str, Any]:

@@ -305,7 +305,7 @@ class Pad(Method):
             out_rows.append(row)
         atomic_write_jsonl(output, out_rows)
         summary = summarize([c.verdict for c in checks])
-        low, high = wilson_interval(summary["correct"], summary["n"] - summary["errors"])
+        low, high = wilson_interval(summary["correct"], summary["n"])  # over all rows, errors included
         refined = sum(1 for r in rounds if r)
         return {
             "split": split, "model": model, "prompt": "student", "decoding": f"greedy + refinement ({cfg.refine_rounds} round(s))",

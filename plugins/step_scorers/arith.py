@@ -26,6 +26,7 @@ import ast
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -263,7 +264,9 @@ def _check_link(left: str, right: str) -> Check | None:
 def _show(value: Fraction) -> str:
     """The value as a short string (huge powers as a magnitude)."""
     if abs(value) >= 10**18:
-        digits = len(str(abs(value.numerator) // value.denominator))
+        # Decimal counts the digits: str() refuses integers past 4300 digits, and a product of
+        # large powers ("99^40 * 99^40 * ...") has more
+        digits = Decimal(abs(value.numerator) // value.denominator).adjusted() + 1
         return f"{'-' if value < 0 else ''}~1e{digits - 1}"
     if value.denominator == 1:
         return str(value.numerator)
@@ -302,7 +305,13 @@ class ArithScorer(StepScorer):
 
     def score_steps(self, example: Example, steps: list[str]) -> list[float]:
         """0.0 if a step has a wrong calculation, 1.0 if all hold, `neutral` if it has none."""
-        return [self.score_step(step) for step in steps]
+        return [self._score_alone(step) for step in steps]
+
+    def _score_alone(self, step: str) -> float:
+        try:
+            return self.score_step(step)
+        except Exception:  # a bug this step's text triggers: its arithmetic is not checked, nothing else changes
+            return self.neutral
 
     def score_step(self, step: str) -> float:
         """The score of one step on its own (arithmetic needs no context)."""

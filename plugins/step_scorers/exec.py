@@ -98,24 +98,30 @@ class ExecScorer(StepScorer):
         plans: list[list[tuple[str, Any]]] = []
         todo: dict[tuple[str, str | None], None] = {}
         for _, steps in items:
-            plan: list[tuple[str, Any]] = []
-            for k in range(1, len(steps) + 1):
-                prefix = "".join(steps[:k])
-                split = split_program(prefix)
-                if split.tail == "invalid":
-                    plan.append(("fail", None))
-                elif split.tail == "incomplete" or split.complete == 0:
-                    plan.append(("neutral", None))
-                else:
-                    source, _ = program_source(prefix, self.entry)
-                    key = (source, _entry_of(source, self.entry))
-                    plan.append(("run", key))
-                    if key not in self._cache:
-                        todo[key] = None
+            try:
+                plan = self._plan(steps)
+            except Exception:  # a program this scorer cannot even take apart fails its steps, and only its own
+                plan = [("fail", None)] * len(steps)
             plans.append(plan)
+            todo.update((key, None) for kind, key in plan if kind == "run" and key not in self._cache)
         if todo:
             self._run(list(todo))
         return [self._scores(plan) for plan in plans]
+
+    def _plan(self, steps: list[str]) -> list[tuple[str, Any]]:
+        """Per step: ("fail" | "neutral", None) decided without running, or ("run", (program, entry))."""
+        plan: list[tuple[str, Any]] = []
+        for k in range(1, len(steps) + 1):
+            prefix = "".join(steps[:k])
+            split = split_program(prefix)
+            if split.tail == "invalid":
+                plan.append(("fail", None))
+            elif split.tail == "incomplete" or split.complete == 0:
+                plan.append(("neutral", None))
+            else:
+                source, _ = program_source(prefix, self.entry)
+                plan.append(("run", (source, _entry_of(source, self.entry))))
+        return plan
 
     def close(self) -> None:
         """Stop the sandbox workers (a later call starts new ones)."""

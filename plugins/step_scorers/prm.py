@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import threading
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from cotkit.steps import TEXT_UNITS, split_text
 from cotkit.types import Example
 
 DEFAULT_PRM = "peiyi9979/math-shepherd-mistral-7b-prm"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PRMScorer(StepScorer):
@@ -96,7 +98,13 @@ class PRMScorer(StepScorer):
             return out
         with self._lock:
             self._load()
-            encoded = {i: self._encode(*items[i]) for i in todo}
+            encoded = {}
+            for i in todo:
+                try:
+                    encoded[i] = self._encode(*items[i])
+                except Exception:  # text the tokenizer cannot take: this solution's steps score 0, no other's
+                    out[i] = [0.0] * len(items[i][1])
+            todo = list(encoded)
             order = sorted(todo, key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -150,6 +158,9 @@ class PRMScorer(StepScorer):
         """Token ids and, per step, the index of the token holding the last character of its tag."""
         tok = self._backend.tokenizer
         text, ends = self.render(example, steps)
+        # A lone surrogate (a broken emoji in a model's output) makes a fast tokenizer refuse the
+        # whole text; U+FFFD in its place keeps every character offset, so the tags stay found.
+        text = _SURROGATE.sub("\ufffd", text)
         if getattr(tok, "is_fast", False):
             enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
             ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])

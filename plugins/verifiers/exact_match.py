@@ -28,8 +28,17 @@ class ExactMatch(Verifier):
         self.last_number = bool(options.get("last_number", True))
 
     def verify(self, samples: list[Sample]) -> list[Verdict]:
-        """One verdict per sample, in order; bad input gives an `error` verdict, never an exception."""
-        return [self.verify_one(s) for s in samples]
+        """One verdict per sample, in order; bad input gives an `error` verdict, never an exception.
+
+        Each sample is judged on its own: whatever one completion holds, the others' verdicts stay the same.
+        """
+        return [self._verify_alone(s) for s in samples]
+
+    def _verify_alone(self, sample: Sample) -> Verdict:
+        try:
+            return self.verify_one(sample)
+        except Exception as e:  # a bug this row's content triggers costs this row only, with the cause kept
+            return Verdict(Status.ERROR, reason=f"exact_match failed on this row: {type(e).__name__}: {str(e)[:200]}", score=0.0)
 
     def verify_one(self, sample: Sample) -> Verdict:
         """The verdict for one sample."""
@@ -61,6 +70,9 @@ class ExactMatch(Verifier):
             return Verdict(Status.INCORRECT, extracted=got.raw, normalized=got.normalized, reason=reason, score=0.0)
         ok = _matches(got, ex, kind, choices)
         reason = "no answer cue; took the last number" if got.via == "last number" else None
+        if isinstance(got.value, answers.Number) and got.value.value is None:
+            too_long = f"the answer has {got.value.digits} digits, more than the {answers.digit_limit()} read as a value: compared as text"
+            reason = f"{reason}; {too_long}" if reason else too_long
         return Verdict(
             Status.CORRECT if ok else Status.INCORRECT,
             extracted=got.raw,

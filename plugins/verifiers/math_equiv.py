@@ -106,7 +106,14 @@ class MathEquiv(Verifier):
         found = extract_math_answer(sample.completion, stop)
         if found is None:
             return Verdict(Status.UNPARSEABLE, reason="no answer found", score=0.0)
-        gold_n, pred_n = _normalize(gold), _normalize(found.text)
+        try:
+            gold_n = _normalize(gold)
+        except RecursionError:
+            return Verdict(Status.ERROR, reason=f"example {getattr(sample.example, 'id', '?')}: gold answer nested too deeply to read", score=0.0)
+        try:
+            pred_n = _normalize(found.text)
+        except RecursionError:  # e.g. \frac inside \frac a thousand times: the model's answer, judged as such
+            return Verdict(Status.INCORRECT, extracted=found.text, reason="the answer is nested too deeply to compare", score=0.0)
         if not pred_n:
             return Verdict(Status.UNPARSEABLE, extracted=found.text, reason=f"empty answer ({found.via})", score=0.0)
         if self.ordered_lists == "auto":
@@ -198,16 +205,46 @@ def _normalize(s: str) -> str:
 
 def _quick_decision(gold: str, pred: str) -> tuple[Status, str] | None:
     """Decide without sympy where that is safe: equal strings, plain numbers, words."""
-    from cotkit.latex import is_words
+    from cotkit.answers import digit_limit
+    from cotkit.latex import is_plain_number, is_words
 
     if gold == pred:
         return Status.CORRECT, "equal after normalization"
+    longest = max(_number_digits(gold), _number_digits(pred))
+    if longest > digit_limit():
+        # Python (and sympy) refuse to read such a number: plain decimals are equal only when
+        # spelled alike, which normalization made canonical; any other form is not compared.
+        if is_plain_number(gold) and is_plain_number(pred):
+            same = _canonical_decimal(gold) == _canonical_decimal(pred)
+            return (Status.CORRECT if same else Status.INCORRECT), f"compared as text: a number with {longest} digits is too long to read as a value"
+        return Status.INCORRECT, f"a number with {longest} digits is too long to compare (more than {digit_limit()})"
     g, p = _rational(gold), _rational(pred)
     if g is not None and p is not None:
         return (Status.CORRECT if g == p else Status.INCORRECT), "numbers compared exactly"
     if is_words(gold) or is_words(pred):
         return Status.INCORRECT, "different text"
     return None
+
+
+def _number_digits(s: str) -> int:
+    """Digits of the longest number in a plain number or simple fraction (`-0012.5` has 3); 0 for anything else."""
+    from cotkit.answers import canonical_numeral, numeral_size
+    from cotkit.latex import is_plain_number
+
+    if is_plain_number(s):
+        return numeral_size(canonical_numeral(s.lstrip("-")))
+    m = _SIMPLE_FRACTION.fullmatch(s)
+    if not m:
+        return 0
+    parts = [g.lstrip("-") for g in m.groups()[1:] if g is not None]
+    return max(numeral_size(canonical_numeral(p)) for p in parts)
+
+
+def _canonical_decimal(s: str) -> str:
+    from cotkit.answers import canonical_numeral
+
+    digits = canonical_numeral(s.lstrip("-"))
+    return f"-{digits}" if s.startswith("-") and digits != "0" else digits
 
 
 _SIMPLE_FRACTION = re.compile(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}|(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?)")
@@ -300,7 +337,7 @@ def _scalar_equal(a: str, b: str) -> tuple[bool, str]:
         return True, "equal after normalization"
     ea, eb = _parse(a), _parse(b)
     if ea is None or eb is None:
-        return False, f"cannot parse {a if ea is None else b!r}"
+        return False, f"cannot parse {(a if ea is None else b)[:100]!r}"
     return _sympy_equal(ea, eb)
 
 

@@ -100,20 +100,22 @@ class ProgramVerifier(Verifier):
         return [c.verdict for c in self.check(samples)]
 
     def check(self, samples: list[Sample]) -> list[ProgramCheck]:
-        """Like `verify`, with the program and the sandbox result of each sample (for PaD's self-refinement data)."""
+        """Like `verify`, with the program and the sandbox result of each sample (for PaD's self-refinement data).
+
+        Each sample is judged on its own: a completion or program output that breaks a step here
+        gets its own `error` verdict, and the other samples' verdicts stay what they would be without it.
+        """
         checks: list[ProgramCheck | None] = [None] * len(samples)
         todo: dict[tuple[str, str | None], list[int]] = {}  # identical programs run once
         for i, sample in enumerate(samples):
-            problem = _sample_problem(sample)
-            if problem:
-                checks[i] = ProgramCheck(Verdict(Status.ERROR, reason=problem, score=0.0))
-                continue
-            program = extract_program(sample.completion, [s for s in (sample.stop or []) if isinstance(s, str)], self.entry)
-            if program is None:
-                checks[i] = ProgramCheck(Verdict(Status.UNPARSEABLE, reason="no Python program found", score=0.0))
-                continue
-            entry = self.entry if self.entry and _defines(program, self.entry) else None
-            todo.setdefault((program, entry), []).append(i)
+            try:
+                found = self._program_of(sample)
+            except Exception as e:  # a bug this completion triggers costs this row only
+                found = ProgramCheck(_failed_on_row("reading the program", e))
+            if isinstance(found, ProgramCheck):
+                checks[i] = found
+            else:
+                todo.setdefault(found, []).append(i)
         if todo:
             from cotkit.sandbox import Job
 
@@ -124,14 +126,27 @@ class ProgramVerifier(Verifier):
             math_jobs: list[tuple[int, str, str]] = []
             for (code, entry), result in zip(keys, results):
                 for i in todo[(code, entry)]:
-                    verdict = self._judge(samples[i].example, result)
-                    if verdict is None:  # a MATH answer: compared below, in one batch
-                        math_jobs.append((i, _math_answer(result), f"[isolation {result.isolation}]"))
+                    try:
+                        verdict = self._judge(samples[i].example, result)
+                        if verdict is None:  # a MATH answer: compared below, in one batch
+                            math_jobs.append((i, _math_answer(result), f"[isolation {result.isolation}]"))
+                    except Exception as e:  # what this program printed or returned costs this row only
+                        verdict = _failed_on_row("judging the program's result", e)
                     checks[i] = ProgramCheck(verdict, code, entry, result)  # type: ignore[arg-type]
             if math_jobs:
                 for (i, _, _), verdict in zip(math_jobs, self._compare_math(samples, math_jobs)):
                     checks[i].verdict = verdict  # type: ignore[union-attr]
         return [c if c is not None else ProgramCheck(Verdict(Status.ERROR, reason="not verified", score=0.0)) for c in checks]
+
+    def _program_of(self, sample: Any) -> ProgramCheck | tuple[str, str | None]:
+        """(program, entry function or None) to run, or the final check when there is nothing to run."""
+        problem = _sample_problem(sample)
+        if problem:
+            return ProgramCheck(Verdict(Status.ERROR, reason=problem, score=0.0))
+        program = extract_program(sample.completion, [s for s in (sample.stop or []) if isinstance(s, str)], self.entry)
+        if program is None:
+            return ProgramCheck(Verdict(Status.UNPARSEABLE, reason="no Python program found", score=0.0))
+        return program, self.entry if self.entry and _defines(program, self.entry) else None
 
     def close(self) -> None:
         """Stop the sandbox workers and the math_equiv workers (a later call starts new ones)."""
@@ -214,9 +229,12 @@ class ProgramVerifier(Verifier):
         with self._lock:
             if self._math is None:
                 self._math = host().get("verifier", "math_equiv")()
+        from cotkit.harness.verify import verify_samples
+
         boxed = [Sample(example=samples[i].example, completion=f"\\boxed{{{answer}}}") for i, answer, _ in jobs]
         out = []
-        for (_, answer, where), v in zip(jobs, self._math.verify(boxed)):
+        # verify_samples: should math_equiv fail on one answer, the other answers keep their verdicts
+        for (_, answer, where), v in zip(jobs, verify_samples(boxed, self._math)):
             status = Status.INCORRECT if v.status is Status.UNPARSEABLE else v.status
             reason = f"math_equiv: {v.reason or status.value} {where}"
             out.append(Verdict(status, extracted=answer, normalized=v.normalized, reason=reason, score=1.0 if v.correct else 0.0))
@@ -269,7 +287,7 @@ def _as_number(result: Any) -> tuple[Fraction | None, str]:
     if not result.has_value:
         line = result.answer_text() or ""
         n = answers.last_number(line)
-        return (n.value, "") if n is not None else (None, f"no number in the printed answer {line[:80]!r}")
+        return _value_of(n) if n is not None else (None, f"no number in the printed answer {line[:80]!r}")
     value = result.value
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
@@ -283,11 +301,22 @@ def _as_number(result: Any) -> tuple[Fraction | None, str]:
         return Fraction(repr(value)), ""  # the decimal it prints as: 18.0000001, not its binary value
     if isinstance(value, str) and result.value_type == "str":  # a string the program wrote: "$18.00"
         n = answers.parse_number(value)
-        return (n.value, "") if n is not None else (None, f"returned text that is not a number: {value[:80]!r}")
+        return _value_of(n) if n is not None else (None, f"returned text that is not a number: {value[:80]!r}")
     if isinstance(value, str):  # another object as text: a Fraction's "3/4" counts, an object's repr does not
         n = answers.parse_gold_number(value)
-        return (n.value, "") if n is not None else (None, f"returned a {result.value_type}, not a number")
+        return _value_of(n) if n is not None else (None, f"returned a {result.value_type}, not a number")
     return None, f"returned a {result.value_type or type(value).__name__}, not a number"
+
+
+def _value_of(n: answers.Number) -> tuple[Fraction | None, str]:
+    """A number's exact value, or (None, why) for one too long to read as a value."""
+    if n.value is None:
+        return None, f"the answer has {n.digits} digits, more than the {answers.digit_limit()} read as a number"
+    return n.value, ""
+
+
+def _failed_on_row(step: str, e: Exception) -> Verdict:
+    return Verdict(Status.ERROR, reason=f"program verifier failed {step} of this row: {type(e).__name__}: {str(e)[:200]}", score=0.0)
 
 
 def _math_answer(result: Any) -> str:
