@@ -65,6 +65,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.dev_size is not None and self.dev_size < 1:
             raise ConfigError(f"dev_size must be at least 1, got {self.dev_size}")
+        from cotkit.apikeys import refuse_secrets_in_options
+
+        # Checked here, before config.yaml is written: a key given as an option would be saved there.
+        refuse_secrets_in_options(self.backend_options, "--backend-option")
 
 
 #: Run-level keys that may differ when a run is resumed (where the data lives, where the run is).

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cotkit.errors import DataError
+from cotkit.filemode import new_file_mode
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -35,6 +36,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), new_file_mode())  # mkstemp makes it 0600; give it what open() would
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

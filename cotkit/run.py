@@ -2,11 +2,13 @@
 
     runs/<name>/
       config.yaml      the resolved config, every default filled in
-      manifest.json    package versions, model and data fingerprints, seeds, hardware, git revision
+      manifest.json    package versions, model, data and config.yaml fingerprints, seeds, hardware, git revision
       state.json       completed phases with their results (rewritten atomically after each)
       metrics.jsonl    one row per completed phase (rebuilt from state.json, so never torn)
       iter_000/ ...    per-iteration files written by the method (samples, training set, checkpoint)
       report.md, accuracy.png
+      run.lock         present while a process works in the directory (cotkit.runlock); a second
+                       process is refused, a lock left by a killed one is taken over
 
 A method calls `ctx.phase("iter_001/sample", fn)`: on a fresh run `fn()` runs and its JSON result
 is recorded; on `--resume` a recorded phase is skipped and its result returned as it was, so the
@@ -459,9 +461,64 @@ def remove_partial_writes(path: Path) -> int:
     return removed
 
 
+def run_dir_path(config: TrainConfig) -> Path:
+    """The run directory of a config: --output-dir, else runs/<method>-<task>-<model>."""
+    return Path(config.run.output_dir) if config.run.output_dir else default_output_dir(config)
+
+
+def _is_empty_run_dir(path: Path) -> bool:
+    """True when `path` holds nothing but a lock file and temp files of interrupted writes."""
+    from cotkit.runlock import LOCK_NAME
+
+    return all(p.name == LOCK_NAME or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in path.iterdir())
+
+
+def check_config_unedited(path: Path) -> None:
+    """Refuse to resume a run whose config.yaml no longer matches the fingerprint in its manifest."""
+    cfg_path, manifest_path = path / "config.yaml", path / "manifest.json"
+    if not cfg_path.exists() or not manifest_path.exists():
+        return  # killed before its manifest was written: config.yaml is as the run wrote it
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CotkitError(f"{manifest_path}: not valid JSON ({e}); the run directory is damaged") from None
+    expected = manifest.get("config_sha256") if isinstance(manifest, dict) else None
+    if not expected or _sha256_file(cfg_path) == expected:
+        return  # runs from before fingerprints have none to compare with
+    original = manifest.get("config")
+    try:
+        current = load_yaml(cfg_path)
+    except ConfigError:
+        current = None
+    if isinstance(original, dict) and isinstance(current, dict):
+        changes = config_diff(original, current)
+        if not changes:
+            return  # comments, layout, or where the data and the run live: nothing the run computes with
+        what = "; ".join(line.strip() for line in changes[:4]) + ("; ..." if len(changes) > 4 else "")
+    else:
+        what = "its sha256 no longer matches the one in manifest.json"
+    raise ConfigError(
+        f"cannot resume {path}: {cfg_path} was edited after the run started ({what}); put it back as it was "
+        f"to resume, or start a new run with the edited options: cotkit train --config {cfg_path} --output-dir NEW_DIR"
+    )
+
+
+def check_resume_target(path: Path) -> None:
+    """What `--resume` needs of a folder: a run with an unedited config.yaml, or nothing there yet."""
+    if (path / "config.yaml").exists():
+        check_config_unedited(path)
+    elif path.is_dir() and not _is_empty_run_dir(path):
+        raise CotkitError(
+            f"--resume: {path} is not a cotkit run (it has files but no config.yaml); give the run "
+            "directory of an earlier `cotkit train`, or start a new run with another --output-dir"
+        )
+    elif path.exists() and not path.is_dir():
+        raise CotkitError(f"--resume: {path} is a file, not a run directory")
+
+
 def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = None, display: RunDisplay | None = None) -> RunContext:
     """Create the run directory, or reopen it for `--resume` after checking the config is unchanged."""
-    path = Path(config.run.output_dir) if config.run.output_dir else default_output_dir(config)
+    path = run_dir_path(config)
     config.run.output_dir = str(path)
     cfg_path = path / "config.yaml"
     display = display or RunDisplay()
@@ -471,6 +528,8 @@ def open_run_dir(config: TrainConfig, resume: bool, *, data_dir: Path | None = N
         while not cfg_path.exists():
             time.sleep(0.5)
         return RunContext(config, path, display=display, data_dir=data_dir)
+    if resume:
+        check_resume_target(path)
     if cfg_path.exists():
         if not resume:
             raise CotkitError(
@@ -519,6 +578,8 @@ def write_manifest(ctx: RunContext, splits: list[str], argv: list[str] | None = 
         if old_files is not None and old_files != model_fp.get("files"):
             raise CotkitError(f"cannot resume {ctx.path}: the model files of {ctx.run_config.model!r} changed since the run started")
         manifest.setdefault("resumes", []).append({"at": now, "completed_phases": len(ctx.state.phases), "argv": argv})
+        if "config_sha256" not in manifest:  # a run from before fingerprints: guard it from now on
+            manifest.update(_config_fingerprint(ctx.path))
     else:
         manifest = {
             "cotkit_run": 1,
@@ -535,10 +596,17 @@ def write_manifest(ctx: RunContext, splits: list[str], argv: list[str] | None = 
             "git": git_revision(),
             "argv": argv,
             "resumes": [],
+            **_config_fingerprint(ctx.path),
         }
     if is_main_process():
         atomic_write_json(path, manifest)
     return manifest
+
+
+def _config_fingerprint(path: Path) -> dict[str, Any]:
+    """config.yaml as the run started with it: its sha256 (what `--resume` checks) and its content (for the message)."""
+    cfg_path = path / "config.yaml"
+    return {"config_sha256": _sha256_file(cfg_path), "config": load_yaml(cfg_path)}
 
 
 def finish(ctx: RunContext, status: str = "complete") -> None:
@@ -567,17 +635,47 @@ __all__ = [
     "finish",
     "load_run",
     "open_run_dir",
+    "check_resume_target",
+    "run_dir_path",
     "write_manifest",
 ]
 
 
 def execute(config: TrainConfig, *, resume: bool = False, argv: list[str] | None = None, display: RunDisplay | None = None) -> RunContext:
-    """Run a method in its run directory from start (or from the last completed phase) to the end."""
+    """Run a method in its run directory from start (or from the last completed phase) to the end.
+
+    The main process holds the run directory's lock throughout, so a second run on the same
+    directory is refused at once; a full disk ends the run with one line saying how to resume.
+    """
     from cotkit.data import resolve_data_dir
+    from cotkit.diskfull import is_disk_full
     from cotkit.plugins import host
+    from cotkit.runlock import RunLock, describe_holder
 
     method_cls = host().get("method", config.run.method)
     data_dir = resolve_data_dir(config.run.data_dir or _global_data_dir())
+    display = display or RunDisplay()
+    path = run_dir_path(config)
+    lock = RunLock(path)
+    try:
+        if is_main_process():  # the other ranks of a launch work under their main process's lock
+            lock.acquire()
+            if lock.taken_over:
+                display.message(f"[dim]lock of {describe_holder(lock.taken_over)} taken over: that process is gone[/dim]")
+        return _execute_locked(config, method_cls, resume, argv, display, data_dir)
+    except BaseException as e:
+        if isinstance(e, Exception) and is_disk_full(e, path):
+            raise _stopped_by_full_disk(e, path, config, holding_lock=lock.fd is not None) from None
+        raise
+    finally:
+        lock.release()
+
+
+def _execute_locked(
+    config: TrainConfig, method_cls: Any, resume: bool, argv: list[str] | None, display: RunDisplay, data_dir: Path | None
+) -> RunContext:
+    from cotkit.diskfull import is_disk_full
+
     ctx = open_run_dir(config, resume, data_dir=data_dir, display=display)
     task = ctx.task
     write_manifest(ctx, list(dict.fromkeys([task.train_split, task.heldout_split])), argv)
@@ -586,12 +684,36 @@ def execute(config: TrainConfig, *, resume: bool = False, argv: list[str] | None
     except KeyboardInterrupt:
         finish(ctx, "interrupted")
         raise
-    except BaseException:
-        finish(ctx, "failed")
+    except BaseException as e:
+        if not (isinstance(e, Exception) and is_disk_full(e, ctx.path)):  # that case is marked by the caller
+            finish(ctx, "failed")
         raise
     ctx.write_report()
     finish(ctx, "complete")
     return ctx
+
+
+def _stopped_by_full_disk(exc: BaseException, path: Path, config: TrainConfig, *, holding_lock: bool) -> CotkitError:
+    """Mark the run failed if there is room to, free the space half-written files hold, and say how to resume."""
+    from cotkit.diskfull import disk_full_error, resume_command
+
+    if holding_lock and is_main_process():
+        # Only under our lock: another process's temp files are never ours to delete.
+        if (path / "state.json").exists():  # a run that never started stays one that --resume starts
+            with contextlib.suppress(OSError, CotkitError):
+                state = RunState(path / "state.json")
+                state.status, state.running = "failed", None
+                state.save()
+        with contextlib.suppress(OSError):
+            remove_partial_writes(path)
+    try:
+        from cotkit.cli.state import options
+
+        plugin_files = list(options.plugin_files)
+    except ImportError:
+        plugin_files = []
+    global_data_dir = None if config.run.data_dir else _global_data_dir()
+    return disk_full_error(exc, path, resume_command(path, plugin_files=plugin_files, data_dir=global_data_dir))
 
 
 def _global_data_dir() -> Path | None:

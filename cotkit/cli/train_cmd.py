@@ -55,6 +55,11 @@ def train(
     tokens = _strip_globals(list(ctx.args))
     overrides = {"method": method, "task": task, "model": model, "output_dir": str(output_dir) if output_dir else None}
     config_file = config
+    if resume and output_dir is not None:
+        from cotkit.run import check_resume_target
+
+        # Before config.yaml is read as the options: an edited one must not become the run's config.
+        check_resume_target(output_dir)
     if resume and output_dir is not None and config is None and (output_dir / "config.yaml").exists():
         # `cotkit train --resume -o runs/x` continues with the options the run started with.
         config_file = output_dir / "config.yaml"

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
 from cotkit.contracts import Backend, Generation, SamplingParams
 from cotkit.errors import ConfigError, ModelError
 from cotkit.types import Prompt
@@ -32,6 +33,10 @@ from cotkit.types import Prompt
 #: HTTP statuses worth retrying: rate limits and transient server errors.
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+#: Most of a server's error body shown in a message (after the key is scrubbed from all of it).
+ERROR_DETAIL_CHARS = 500
+#: Most of an error body read at all: enough for any real message, little to scrub.
+ERROR_BODY_READ_BYTES = 64 * 1024
 
 
 def _int_option(value: Any, name: str, minimum: int) -> int:
@@ -60,6 +65,7 @@ class OpenAIHTTPBackend(Backend):
         max_stops: int | str = 4,
         **options: Any,
     ):
+        refuse_secrets_in_options(options, "backend openai option")
         if options:
             raise ConfigError(
                 f"unknown option {sorted(options)[0]!r} of backend openai "
@@ -70,8 +76,7 @@ class OpenAIHTTPBackend(Backend):
         base_url = str(base_url).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"backend option base_url={base_url!r}: expected an http:// or https:// URL")
-        if not str(api_key_env).replace("_", "").isalnum():
-            raise ConfigError(f"backend option api_key_env={api_key_env!r}: expected the NAME of an environment variable")
+        api_key_env = check_key_env_name(api_key_env, "backend option api_key_env")
         super().__init__(model, base_url=base_url, api_key_env=api_key_env)
         self.base_url = base_url
         self.api_key_env = str(api_key_env)
@@ -92,9 +97,10 @@ class OpenAIHTTPBackend(Backend):
         key = os.environ.get(self.api_key_env)
         return key if key else None
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: str, limit: int | None = None) -> str:
+        """`text` without the key or any long piece of it, then cut to `limit` characters."""
         key = self._key()
-        return text.replace(key, "[API key]") if key else text
+        return scrub_key(text, key) if limit is None else scrub_and_shorten(text, key, limit)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON and return the decoded answer, retrying rate limits and transient failures."""
@@ -113,7 +119,8 @@ class OpenAIHTTPBackend(Backend):
                 with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
-                detail = self._scrub(e.read().decode("utf-8", "replace")[:500])
+                body = e.read(ERROR_BODY_READ_BYTES).decode("utf-8", "replace")
+                detail = self._scrub(body, ERROR_DETAIL_CHARS)
                 if e.code in RETRY_STATUSES and attempt < self.max_retries:
                     time.sleep(delay)
                     delay *= 2
@@ -155,7 +162,7 @@ class OpenAIHTTPBackend(Backend):
             choice = answer["choices"][0]
             text = choice["text"] if isinstance(prompt, str) else (choice["message"].get("content") or "")
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise ModelError(f"{self.base_url}: unexpected answer shape: {json.dumps(answer)[:300]}") from None
+            raise ModelError(f"{self.base_url}: unexpected answer shape: {self._scrub(json.dumps(answer), 300)}") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
         if cut >= 0:

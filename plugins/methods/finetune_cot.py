@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options
 from cotkit.config import option
 from cotkit.contracts import Method, SamplingParams
 from cotkit.errors import ConfigError, CotkitError
@@ -112,6 +113,9 @@ class FinetuneCoTConfig:
                 raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
         if self.teacher_endpoint and not self.teacher_model:
             raise ConfigError("--teacher-endpoint needs --teacher-model: the model name the server serves")
+        # Before config.yaml is written: a key pasted where its variable's name goes would be saved there.
+        check_key_env_name(self.teacher_api_key_env, "--teacher-api-key-env")
+        refuse_secrets_in_options(self.teacher_backend_options, "--teacher-backend-options")
 
 
 # ------------------------------------------------------------------------------------ formats
