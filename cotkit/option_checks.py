@@ -30,11 +30,6 @@ def at_least_one(value: int) -> str | None:
     return None if value >= 1 else "must be at least 1"
 
 
-def zero_or_more(value: int) -> str | None:
-    """`cotkit sample --limit`, where 0 means every question."""
-    return None if value >= 0 else "must be 0 (all) or more"
-
-
 def check_values(*checks: tuple[str, Any, Rule]) -> None:
     """Raise ConfigError for the first (option, value, rule) whose value breaks its rule; None values are unset options."""
     for option, value, rule in checks:

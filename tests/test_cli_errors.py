@@ -69,6 +69,7 @@ NO_MODEL = "/no/such/model"
         (["--top-p", "1.5"], "--top-p"),
         (["-n", "0"], "--n"),
         (["--limit", "-3"], "--limit"),
+        (["--limit", "0"], "--limit"),
         (["--max-new-tokens", "0"], "--max-new-tokens"),
     ],
 )

@@ -14,7 +14,8 @@ def sample_command(
     task: str = typer.Option(..., "--task", "-t", help="Task, e.g. gsm8k, bbh:date_understanding, math500, arc:challenge."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Hub id, local HF folder, .gguf file or alias."),
     n: int = typer.Option(4, "--n", "-n", help="Samples per question."),
-    limit: Optional[int] = typer.Option(5, "--limit", "-l", help="Sample the first N questions of the split (0: all)."),
+    limit: int = typer.Option(5, "--limit", "-l", help="Sample the first N questions of the split."),
+    every_question: bool = typer.Option(False, "--all", help="Sample every question of the split (instead of --limit)."),
     temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy decoding."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the smallest token set with this mass."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens generated per sample."),
@@ -35,20 +36,20 @@ def sample_command(
     from cotkit.cli.common import make_task, parse_key_values
     from cotkit.contracts import SamplingParams, check_styles
     from cotkit.errors import ConfigError
-    from cotkit.option_checks import at_least_one, check_values, zero_or_more
+    from cotkit.option_checks import at_least_one, check_values
     from cotkit.option_checks import temperature as temperature_rule
     from cotkit.option_checks import top_p as top_p_rule
     from cotkit.outputs import check_output_file
 
     check_styles(style)
     check_values(
-        ("--n", n, at_least_one), ("--limit", limit, zero_or_more), ("--temperature", temperature, temperature_rule),
+        ("--n", n, at_least_one), ("--limit", limit, at_least_one), ("--temperature", temperature, temperature_rule),
         ("--top-p", top_p, top_p_rule), ("--max-new-tokens", max_new_tokens, at_least_one),
         ("--batch-size", batch_size, at_least_one),
     )  # fmt: skip
     check_output_file(output, "--output")  # before the model loads: a bad path must not cost the samples
     task_obj = make_task(task, task_option)
-    examples = task_obj.examples(split or task_obj.heldout_split, limit=limit or None)
+    examples = task_obj.examples(split or task_obj.heldout_split, limit=None if every_question else limit)
     if not examples:
         raise ConfigError(f"task {task_obj.full_name} has no examples in split {split or task_obj.heldout_split}")
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
