@@ -1,9 +1,236 @@
-"""cotkit: train and evaluate chain-of-thought reasoning in language models."""
+"""cotkit: train and evaluate chain-of-thought reasoning in language models.
+
+This namespace is the public API, the one import surface for plugin authors (tasks, verifiers,
+step scorers, backends, methods) and for scripts. Everything listed in `__all__` is stable:
+plugins written against `from cotkit import ...` keep working when the modules behind it move.
+Anything imported from a submodule (`cotkit.harness.train`, ...) is internal and may change.
+
+Names are loaded lazily (PEP 562 `__getattr__`), so `import cotkit` and `cotkit --help` stay light:
+torch, transformers and rich are imported only when a name that needs them is first used.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from cotkit.hookspecs import hookimpl  # noqa: E402  (the one import a plugin needs)
+# name -> module that defines it; grouped as the README's "Writing a plugin" lists them.
+_EXPORTS: dict[str, str] = {
+    # plugin registration
+    "hookimpl": "cotkit.hookspecs",
+    # contracts: what a plugin subclasses
+    "Task": "cotkit.contracts",
+    "Verifier": "cotkit.contracts",
+    "StepScorer": "cotkit.contracts",
+    "Backend": "cotkit.contracts",
+    "Method": "cotkit.contracts",
+    "PROMPT_STYLES": "cotkit.contracts",
+    "check_styles": "cotkit.contracts",
+    "require_fields": "cotkit.contracts",
+    # data types
+    "Example": "cotkit.types",
+    "Choice": "cotkit.types",
+    "AnswerKind": "cotkit.types",
+    "Prompt": "cotkit.types",
+    "Message": "cotkit.types",
+    "Sample": "cotkit.types",
+    "Verdict": "cotkit.types",
+    "Status": "cotkit.types",
+    "SamplingParams": "cotkit.contracts",
+    "SEED_MASK": "cotkit.contracts",
+    "sample_seed": "cotkit.contracts",
+    "Generation": "cotkit.contracts",
+    # options and configs
+    "option": "cotkit.config",
+    "SplitLimits": "cotkit.harness.iterate",
+    "SFTConfig": "cotkit.harness.train",
+    # the run a method is given, and the process it runs in
+    "RunContext": "cotkit.run",
+    "is_main_process": "cotkit.run",
+    # harness steps: sampling
+    "sample": "cotkit.harness.sample",
+    "example_seed": "cotkit.harness.sample",
+    "merge_stops": "cotkit.harness.sample",
+    "accepts_seeds": "cotkit.harness.sample",
+    "load_backend": "cotkit.models",
+    "resolve_model": "cotkit.models",
+    "ModelSlot": "cotkit.harness.iterate",
+    # harness steps: verifying and evaluating
+    "make_verifier": "cotkit.harness.verify",
+    "make_step_scorer": "cotkit.harness.stepsearch",
+    "verify_samples": "cotkit.harness.verify",
+    "sample_row": "cotkit.harness.verify",
+    "summarize": "cotkit.harness.verify",
+    "wilson_interval": "cotkit.harness.verify",
+    "evaluate": "cotkit.harness.evaluate",
+    "greedy_accuracy": "cotkit.harness.iterate",
+    "BeamBackend": "cotkit.harness.stepsearch",
+    "BeamSettings": "cotkit.harness.stepsearch",
+    "prompt_key": "cotkit.harness.stepsearch",
+    # harness steps: fine-tuning and its objectives
+    "method_splits": "cotkit.harness.iterate",
+    "Splits": "cotkit.harness.iterate",
+    "fine_tune": "cotkit.harness.iterate",
+    "capped_steps": "cotkit.harness.iterate",
+    "phase_seconds": "cotkit.harness.iterate",
+    "TrainExample": "cotkit.harness.train",
+    "render_prompt_ids": "cotkit.harness.train",
+    "completion_ids": "cotkit.harness.train",
+    "Objective": "cotkit.harness.train",
+    "WeightedSFT": "cotkit.harness.train",
+    "DPONLLObjective": "cotkit.harness.preference",
+    "PreferencePair": "cotkit.harness.preference",
+    # files: atomic writes, one JSONL reader, task data
+    "atomic_write_jsonl": "cotkit.jsonl",
+    "append_jsonl_rows": "cotkit.jsonl",
+    "read_jsonl": "cotkit.jsonl",
+    "read_jsonl_tolerant": "cotkit.jsonl",
+    "read_json": "cotkit.data",
+    "load_rows": "cotkit.data",
+    "find_local": "cotkit.data",
+    "resolve_data_dir": "cotkit.data",
+    # reading answers out of model text
+    "Extraction": "cotkit.answers",
+    "Number": "cotkit.answers",
+    "extract_answer": "cotkit.answers",
+    "cut_completion": "cotkit.answers",
+    "last_number": "cotkit.answers",
+    "last_boxed": "cotkit.answers",
+    "parse_number": "cotkit.answers",
+    "parse_gold_number": "cotkit.answers",
+    "format_number": "cotkit.answers",
+    "numbers_equal": "cotkit.answers",
+    "canonical_numeral": "cotkit.answers",
+    "numeral_size": "cotkit.answers",
+    "digit_limit": "cotkit.answers",
+    "normalize_label": "cotkit.answers",
+    "normalize_text": "cotkit.answers",
+    "normalize_math": "cotkit.answers",
+    "open_text_equal": "cotkit.answers",
+    "extract_math_answer": "cotkit.latex",
+    "normalize_answer": "cotkit.latex",
+    "answer_structure": "cotkit.latex",
+    "form_problem": "cotkit.latex",
+    "question_wants_order": "cotkit.latex",
+    "is_plain_number": "cotkit.latex",
+    "is_words": "cotkit.latex",
+    "TEXT_UNITS": "cotkit.steps",
+    "split_text": "cotkit.steps",
+    "split_program": "cotkit.steps",
+    "program_source": "cotkit.steps",
+    # running untrusted model code
+    "Sandbox": "cotkit.sandbox",
+    "Job": "cotkit.sandbox",
+    "Limits": "cotkit.sandbox",
+    "Outcome": "cotkit.sandbox",
+    "requested_isolation": "cotkit.sandbox.isolation",
+    "WorkerPool": "cotkit.timelimit",
+    "TimeLimitExceeded": "cotkit.timelimit",
+    "WorkerCrashed": "cotkit.timelimit",
+    "WorkerFailed": "cotkit.timelimit",
+    # errors (a CotkitError is one line for the user, exit code 2 for bad input)
+    "CotkitError": "cotkit.errors",
+    "ConfigError": "cotkit.errors",
+    "DataError": "cotkit.errors",
+    "ModelError": "cotkit.errors",
+    "UnknownNameError": "cotkit.errors",
+    "first_line": "cotkit.errors",
+    # API keys and terminal output
+    "check_key_env_name": "cotkit.apikeys",
+    "refuse_secrets_in_options": "cotkit.apikeys",
+    "scrub_key": "cotkit.apikeys",
+    "scrub_and_shorten": "cotkit.apikeys",
+    "err": "cotkit.console",
+}
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cotkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # editors and type checkers see the real definitions
+    from cotkit.answers import (
+        Extraction,
+        Number,
+        canonical_numeral,
+        cut_completion,
+        digit_limit,
+        extract_answer,
+        format_number,
+        last_boxed,
+        last_number,
+        normalize_label,
+        normalize_math,
+        normalize_text,
+        numbers_equal,
+        numeral_size,
+        open_text_equal,
+        parse_gold_number,
+        parse_number,
+    )
+    from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
+    from cotkit.config import option
+    from cotkit.console import err
+    from cotkit.contracts import (
+        PROMPT_STYLES,
+        SEED_MASK,
+        Backend,
+        Generation,
+        Method,
+        SamplingParams,
+        StepScorer,
+        Task,
+        Verifier,
+        check_styles,
+        require_fields,
+        sample_seed,
+    )
+    from cotkit.data import find_local, load_rows, read_json, resolve_data_dir
+    from cotkit.errors import ConfigError, CotkitError, DataError, ModelError, UnknownNameError, first_line
+    from cotkit.harness.evaluate import evaluate
+    from cotkit.harness.iterate import (
+        ModelSlot,
+        SplitLimits,
+        Splits,
+        capped_steps,
+        fine_tune,
+        greedy_accuracy,
+        method_splits,
+        phase_seconds,
+    )
+    from cotkit.harness.preference import DPONLLObjective, PreferencePair
+    from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample
+    from cotkit.harness.stepsearch import BeamBackend, BeamSettings, make_step_scorer, prompt_key
+    from cotkit.harness.train import Objective, SFTConfig, TrainExample, WeightedSFT, completion_ids, render_prompt_ids
+    from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples, wilson_interval
+    from cotkit.hookspecs import hookimpl
+    from cotkit.jsonl import append_jsonl_rows, atomic_write_jsonl, read_jsonl, read_jsonl_tolerant
+    from cotkit.latex import (
+        answer_structure,
+        extract_math_answer,
+        form_problem,
+        is_plain_number,
+        is_words,
+        normalize_answer,
+        question_wants_order,
+    )
+    from cotkit.models import load_backend, resolve_model
+    from cotkit.run import RunContext, is_main_process
+    from cotkit.sandbox import Job, Limits, Outcome, Sandbox
+    from cotkit.sandbox.isolation import requested_isolation
+    from cotkit.steps import TEXT_UNITS, program_source, split_program, split_text
+    from cotkit.timelimit import TimeLimitExceeded, WorkerCrashed, WorkerFailed, WorkerPool
+    from cotkit.types import AnswerKind, Choice, Example, Message, Prompt, Sample, Status, Verdict

@@ -223,6 +223,15 @@ class SamplingParams:
     seed: int = 0
 
 
+#: Seeds stay below 2**63, so every sampler (torch, vLLM, an HTTP server) accepts them.
+SEED_MASK = (1 << 63) - 1
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of a prompt whose first sample has `seed`: the rule every backend follows."""
+    return (seed + index) & SEED_MASK
+
+
 class Backend(Plugin):
     """Generates completions from a model; one interface for transformers, vLLM and others."""
 

@@ -38,13 +38,6 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a bad line raises DataError naming the file and line number."""
-    from cotkit.jsonl import read_jsonl as read
-
-    return read(path)
-
-
 def read_json(path: str | Path) -> Any:
     """A JSON file's content; a parse error names the file."""
     path = Path(path)

@@ -64,3 +64,9 @@ class ResultsNotSavedError(CotkitError):
     """The work is done but its output could not be written; the message names where the results were kept."""
 
     exit_code = 1  # not a usage error (2): the command was right, the disk or device refused
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line (at most 300 characters), for one-line error messages."""
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

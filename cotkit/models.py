@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from cotkit.errors import ModelError, suggest
+from cotkit.errors import ModelError, first_line, suggest
 
 if TYPE_CHECKING:
     from cotkit.contracts import Backend
@@ -272,7 +272,7 @@ def _convert_into(path: Path, digest: str, target: Path) -> None:
     except MemoryError as e:
         raise ModelError(f"out of memory dequantizing {path.name}: free memory or convert on a larger machine") from e
     except Exception as e:  # transformers raises ValueError/KeyError/OSError for unsupported files
-        raise ModelError(f"{path}: transformers cannot load this GGUF file ({type(e).__name__}: {_first_line(e)})") from e
+        raise ModelError(f"{path}: transformers cannot load this GGUF file ({type(e).__name__}: {first_line(e)})") from e
 
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -306,11 +306,6 @@ def _convert_into(path: Path, digest: str, target: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 # -------------------------------------------------------------------------------------- aliases
@@ -443,7 +438,7 @@ def pull(spec: str, source: str = "auto", from_file: str | Path | None = None) -
             # The files from_pretrained reads, not every export (ONNX, GGUF, ...) a repo may hold.
             resolved = snapshot_download(spec, allow_patterns=HUB_PATTERNS)
         except Exception as e:
-            raise ModelError(f"model {spec!r}: download from the hub failed ({type(e).__name__}: {_first_line(e)})") from e
+            raise ModelError(f"model {spec!r}: download from the hub failed ({type(e).__name__}: {first_line(e)})") from e
     return resolved
 
 

@@ -39,7 +39,7 @@ __all__ = [
     "TimeLimitExceeded",
     "WorkerFailed",
     "WorkerCrashed",
-    "Outcome",
+    "CallResult",
     "WorkerPool",
 ]
 
@@ -76,7 +76,7 @@ class WorkerCrashed(TimeLimitError):
 
 
 @dataclass
-class Outcome:
+class CallResult:
     """The result of one task of `WorkerPool.map`: a value, or the error that replaced it."""
 
     value: Any = None
@@ -314,7 +314,7 @@ class WorkerPool:
 
     `call(fn, *args)` returns fn's result or raises TimeLimitExceeded / WorkerFailed /
     WorkerCrashed; `map(fn, argument_tuples)` runs tasks on all free workers at once and returns
-    one `Outcome` per task. Both are thread-safe: each worker serves one caller at a time, and a
+    one `CallResult` per task. Both are thread-safe: each worker serves one caller at a time, and a
     caller waits for a free worker. Workers start on first use; `close()` stops them (a later call
     starts new ones).
     """
@@ -391,11 +391,11 @@ class WorkerPool:
         finally:
             self._release(worker)
 
-    def map(self, fn: Callable, items: Iterable[tuple], timeout: float | None = None) -> list[Outcome]:
+    def map(self, fn: Callable, items: Iterable[tuple], timeout: float | None = None) -> list[CallResult]:
         """fn(*item) for every item, spread over the free workers, each under its own time limit."""
         limit = self.timeout if timeout is None else float(timeout)
         tasks = list(items)
-        outcomes: list[Outcome | None] = [None] * len(tasks)
+        outcomes: list[CallResult | None] = [None] * len(tasks)
         if not tasks:
             return []
         first = self._acquire()
@@ -411,7 +411,7 @@ class WorkerPool:
         finally:
             for w in held:
                 self._release(w)
-        return [o if o is not None else Outcome(error=WorkerCrashed("task was not run")) for o in outcomes]
+        return [o if o is not None else CallResult(error=WorkerCrashed("task was not run")) for o in outcomes]
 
     def _run_tasks(self, fn: Callable, tasks: list[tuple], held: list[_Worker], limit: float, outcomes: list) -> None:
         pending = deque(range(len(tasks)))
@@ -448,7 +448,7 @@ class WorkerPool:
                 try:
                     w.submit(fn, tuple(tasks[i]), {})
                 except WorkerCrashed as e:
-                    outcomes[i] = Outcome(error=e)
+                    outcomes[i] = CallResult(error=e)
                     launch(w)
                     continue
                 assert w.conn is not None
@@ -457,7 +457,7 @@ class WorkerPool:
                 # every worker failed to start: nothing can run the rest
                 err = last_start_error or WorkerCrashed("no worker could start")
                 for i in pending:
-                    outcomes[i] = Outcome(error=err)
+                    outcomes[i] = CallResult(error=err)
                 return
             deadlines = [deadline(sent, started, w) for w, _, sent, started in busy.values()]
             wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -478,9 +478,9 @@ class WorkerPool:
                     if reply[0] == "started":
                         busy[conn] = (w, i, sent, now)  # type: ignore[index]
                         continue
-                    outcomes[i] = Outcome(value=w.result(reply), seconds=now - (started or sent))
+                    outcomes[i] = CallResult(value=w.result(reply), seconds=now - (started or sent))
                 except TimeLimitError as e:
-                    outcomes[i] = Outcome(error=e, seconds=now - (started or sent))
+                    outcomes[i] = CallResult(error=e, seconds=now - (started or sent))
                 if w.alive:
                     free.append(w)
                 else:
@@ -490,9 +490,9 @@ class WorkerPool:
                     del busy[conn]
                     w.discard()
                     if started is None:
-                        outcomes[i] = Outcome(error=WorkerCrashed("the worker did not load the task in time"))
+                        outcomes[i] = CallResult(error=WorkerCrashed("the worker did not load the task in time"))
                     else:
-                        outcomes[i] = Outcome(error=TimeLimitExceeded(limit), seconds=now - started)
+                        outcomes[i] = CallResult(error=TimeLimitExceeded(limit), seconds=now - started)
                     if pending:
                         launch(w)
 

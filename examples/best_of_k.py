@@ -2,25 +2,30 @@
 
 from dataclasses import dataclass, field
 
-from cotkit import hookimpl
-from cotkit.config import option
-from cotkit.contracts import Method, SamplingParams
-from cotkit.harness.iterate import ModelSlot, fine_tune, greedy_accuracy, method_splits, read_rows
-from cotkit.harness.train import SFTConfig
+from cotkit import (
+    Method,
+    ModelSlot,
+    SamplingParams,
+    SFTConfig,
+    SplitLimits,
+    fine_tune,
+    greedy_accuracy,
+    hookimpl,
+    method_splits,
+    option,
+    read_jsonl,
+)
 
 
 @dataclass
-class BestOfKConfig:
+class BestOfKConfig(SplitLimits):
     """Options of `cotkit train --method best-of-k`."""
 
     samples_per_question: int = option(4, help="Rationales sampled per training question.")
     temperature: float = option(0.7, help="Sampling temperature.")
     max_new_tokens: int = option(64, help="Longest rationale.")
     steps: int = option(4, help="Optimizer steps.")
-    train_limit: int | None = option(None, help="First N `fit` questions.")
-    dev_limit: int | None = option(None, help="First N `dev` questions.")
-    heldout_limit: int | None = option(None, help="First N held-out questions.")
-    final_eval: bool = option(False, help="Also score the held-out split.")
+    final_eval: bool = option(False, help="Also score the held-out split.")  # SplitLimits' default is True
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 
@@ -40,10 +45,7 @@ class BestOfK(Method):
             return greedy_accuracy(ctx, models.get(ref), ref, dev, out, "dev", style="zeroshot", max_new_tokens=cfg.max_new_tokens)
 
         def sample_and_keep():
-            from cotkit.harness.sample import sample
-            from cotkit.harness.train import TrainExample
-            from cotkit.harness.verify import make_verifier, verify_samples
-            from cotkit.jsonl import atomic_write_jsonl
+            from cotkit import TrainExample, atomic_write_jsonl, make_verifier, sample, verify_samples
 
             params = SamplingParams(n=cfg.samples_per_question, temperature=cfg.temperature,
                                     max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences("zeroshot"),
@@ -60,9 +62,9 @@ class BestOfK(Method):
                 ctx.log("no correct rationale: nothing to fine-tune on")
                 return {"final_checkpoint": "base"}
             models.close()  # free the sampler before training
-            from cotkit.harness.train import TrainExample
+            from cotkit import TrainExample
 
-            items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+            items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
             trained = ctx.phase("iter_001/train", lambda: fine_tune(
                 ctx, "iter_001/train", "train", ctx.base_model, items, cfg.sft, cfg.steps, d)[1], all_processes=True)
             ctx.phase("iter_001/eval_dev", lambda: evaluate(trained["checkpoint"], d / "eval_dev.jsonl"))

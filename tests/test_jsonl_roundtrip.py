@@ -134,13 +134,12 @@ def test_task_data_that_is_not_utf8_stops_before_the_model_loads(cli, gsm8k_copy
 
 
 def test_run_files_read_back_exactly_what_was_written(tmp_path):
-    from cotkit.harness.iterate import read_rows
-    from cotkit.jsonl import atomic_write_jsonl
+    from cotkit.jsonl import atomic_write_jsonl, read_jsonl
 
     rows = [{"completion": f"a{LINE_BREAKS_INSIDE_TEXT}b", "n": 1}, {"completion": "\ud83d alone", "nested": [[["x"]]]}, {"e": "é 😀"}]
     path = tmp_path / "iter_001" / "samples.jsonl"
     atomic_write_jsonl(path, rows)
-    assert read_rows(path) == rows
+    assert read_jsonl(path) == rows
     text = path.read_text(encoding="utf-8")
     assert "\\ud83d" in text and "é 😀" in text  # the lone surrogate escaped, everything else left readable
 

@@ -8,10 +8,27 @@ makes that method different.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cotkit.config import option
 from cotkit.errors import ConfigError
+
+
+@dataclass
+class SplitLimits:
+    """Which questions a method uses; a method's Config inherits it (`class MyConfig(SplitLimits)`).
+
+    `method_splits` reads these four options, so every method spells them the same way on the
+    command line (`--train-limit 50 --no-final-eval`) and in YAML. A method that wants another
+    default redeclares the field in its own Config.
+    """
+
+    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
+    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
+    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
+    final_eval: bool = option(True, help="Score the base and the final model on the task's held-out split.")
 
 
 class Splits(NamedTuple):
@@ -22,7 +39,7 @@ class Splits(NamedTuple):
     heldout: list[Any]
 
 
-def method_splits(ctx: Any, options: Any, *, need_dev: bool = True) -> Splits:
+def method_splits(ctx: Any, options: SplitLimits, *, need_dev: bool = True) -> Splits:
     """`fit`, `dev` and held-out examples cut by the options' train/dev/heldout limits; empty ones are errors."""
     task = ctx.task
     fit = task.examples("fit", limit=options.train_limit)
@@ -58,13 +75,6 @@ class ModelSlot:
         if self.backend is not None:
             self.backend.close()
         self.backend, self.ref = None, None
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file the run wrote itself (complete by construction: files are renamed into place)."""
-    from cotkit.jsonl import read_jsonl
-
-    return read_jsonl(path)
 
 
 def fine_tune(

@@ -14,11 +14,9 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import replace
 
-from cotkit.contracts import Backend, SamplingParams, Task, check_styles
+from cotkit.contracts import Backend, SamplingParams, Task, check_styles, sample_seed
 from cotkit.errors import ModelError
 from cotkit.types import Example, Sample
-
-SEED_MASK = (1 << 63) - 1
 
 
 def example_seed(base: int, example_id: str) -> int:
@@ -38,7 +36,8 @@ def merge_stops(*lists: Sequence[str] | None) -> list[str]:
     return out
 
 
-def _accepts_seeds(backend: Backend) -> bool:
+def accepts_seeds(backend: Backend) -> bool:
+    """Whether the backend's `generate` takes per-prompt seeds (reproducible sampling per example)."""
     try:
         return "seeds" in inspect.signature(backend.generate).parameters
     except (TypeError, ValueError):
@@ -66,7 +65,7 @@ def sample(
     run_params = replace(params, stop=stop or None)
     prompts = [task.prompt(ex, style=style, hint=hint) for ex in examples]
     seeds = [example_seed(params.seed, ex.id) for ex in examples]
-    if _accepts_seeds(backend):
+    if accepts_seeds(backend):
         grid = backend.generate(prompts, run_params, progress=progress, seeds=seeds)
     else:  # a third-party backend without per-request seeds: reproducible per call only
         grid = backend.generate(prompts, run_params, progress=progress)
@@ -87,7 +86,7 @@ def sample(
                     stop=list(stop),
                     meta={
                         "sample_index": j,
-                        "seed": (seed + j) & SEED_MASK,
+                        "seed": sample_seed(seed, j),
                         "backend": backend.name,
                         "model": backend.model_name,
                         "n_tokens": gen.n_tokens,

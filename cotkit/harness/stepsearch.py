@@ -51,6 +51,13 @@ def aggregate(scores: Sequence[float], how: str = "min") -> float:
     return float(scores[-1])
 
 
+def make_step_scorer(name: str, **options: Any) -> StepScorer:
+    """An instance of the named step scorer with its options (models and sandboxes start lazily)."""
+    from cotkit.plugins import host
+
+    return host().get("step_scorer", name)(**options)
+
+
 def score_many(scorer: StepScorer, items: list[tuple[Example | None, list[str]]]) -> list[list[float]]:
     """Step scores of many solutions: the scorer's batched `score_many` when it has one.
 

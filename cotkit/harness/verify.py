@@ -11,10 +11,12 @@ from cotkit.errors import CotkitError
 from cotkit.types import Sample, Status, Verdict
 
 
-def make_verifier(name: str | None, task: Task, **options: Any) -> Verifier:
-    """An instance of the named verifier, or of the task's default one."""
+def make_verifier(name: str | None, task: Task | None = None, **options: Any) -> Verifier:
+    """An instance of the named verifier, or of the task's default one when `name` is None."""
     from cotkit.plugins import host
 
+    if name is None and task is None:
+        raise TypeError("make_verifier needs a verifier name or a task")
     cls = host().get("verifier", name or task.default_verifier)
     return cls(**options)
 

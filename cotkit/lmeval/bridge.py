@@ -50,9 +50,9 @@ def _step_scorer(name: str, options_json: str):
     key = (name, options_json)
     with _lock:
         if key not in _scorers:
-            from cotkit.plugins import host
+            from cotkit.harness.stepsearch import make_step_scorer
 
-            _scorers[key] = host().get("step_scorer", name)(**json.loads(options_json or "{}"))
+            _scorers[key] = make_step_scorer(name, **json.loads(options_json or "{}"))
         return _scorers[key]
 
 

@@ -148,11 +148,10 @@ def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: P
 
 def _beam_backend(task: Task, backend: Backend, settings: EvalSettings) -> Any:
     """The backend wrapped in step-level beam search, its scorer told the Example behind each prompt."""
-    from cotkit.harness.stepsearch import BeamBackend, prompt_key
+    from cotkit.harness.stepsearch import BeamBackend, make_step_scorer, prompt_key
     from cotkit.lmeval import bridge
-    from cotkit.plugins import host
 
-    scorer = host().get("step_scorer", settings.step_scorer)(**settings.scorer_options)
+    scorer = make_step_scorer(settings.step_scorer, **settings.scorer_options)
     specs = [f"{task.name}:{sub}" for sub in task.subsets] if task.group and task.subset is None else [task.full_name]
     data_dir = settings.data_dir or (str(task.data_dir) if task.data_dir else None)
     examples = {}

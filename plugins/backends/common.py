@@ -5,11 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cotkit.contracts import SamplingParams
-from cotkit.errors import ConfigError, ModelError
-from cotkit.types import Prompt
-
-SEED_MASK = (1 << 63) - 1
+from cotkit import SEED_MASK, ConfigError, ModelError, Prompt, SamplingParams
 
 
 def prompt_seed(base: int, text: str) -> int:

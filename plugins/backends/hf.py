@@ -24,11 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotkit.contracts import Backend, Generation, SamplingParams
-from cotkit.errors import ConfigError, ModelError
-from cotkit.types import Prompt
+from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, sample_seed
 
-from .common import SEED_MASK, check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
+from .common import check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
 #: Rows decoded together when `batch_size="auto"`. On a few CPU cores a 32-row decode step of a
 #: ~100M-parameter model is compute-bound already, so more rows only add padding and memory;
@@ -85,7 +83,7 @@ class HFBackend(Backend):
             raise ConfigError(
                 f"unknown option {sorted(options)[0]!r} of backend hf (known: device, dtype, batch_size, trust_remote_code)"
             )
-        from cotkit.models import resolve_model
+        from cotkit import resolve_model
 
         self.path = resolve_model(model)
         import torch
@@ -161,9 +159,9 @@ class HFBackend(Backend):
                     f"out of memory loading {self.model_name} on {self.device} in {self.dtype}: "
                     "use a smaller model, dtype=bfloat16, or a machine with more memory"
                 ) from e
-            from cotkit.models import _first_line
+            from cotkit import first_line
 
-            raise ModelError(f"cannot load model {self.model_name} from {self.path}: {type(e).__name__}: {_first_line(e)}") from e
+            raise ModelError(f"cannot load model {self.model_name} from {self.path}: {type(e).__name__}: {first_line(e)}") from e
         self._prepare_tokenizer()
 
     def _prepare_tokenizer(self) -> None:
@@ -253,7 +251,7 @@ class HFBackend(Backend):
         if self.max_length and len(ids) + max_new_tokens > self.max_length:
             keep = max(1, self.max_length - max_new_tokens)
             if len(ids) > keep:
-                from cotkit.console import err
+                from cotkit import err
 
                 err.print(f"[yellow]warning: a prompt of {len(ids)} tokens was cut to its last {keep} to fit the context[/yellow]")
                 return ids[-keep:]
@@ -268,7 +266,7 @@ class HFBackend(Backend):
                 req.targets.extend((i, j) for j in range(params.n))
             return list(unique.values())
         return [
-            _Request(prompt_ids, (int(seeds[i]) + j) & SEED_MASK, [(i, j)])
+            _Request(prompt_ids, sample_seed(int(seeds[i]), j), [(i, j)])
             for i, prompt_ids in enumerate(ids)
             for j in range(params.n)
         ]
@@ -472,7 +470,7 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            from cotkit.console import err
+            from cotkit import err
 
             self.bar = Progress(
                 TextColumn("[bold]sampling[/bold] {task.description}"),
@@ -501,6 +499,6 @@ class _Progress:
             self.bar.advance(self.task, count)
 
     def note(self, text: str) -> None:
-        from cotkit.console import err
+        from cotkit import err
 
         (self.bar.console if self.enabled else err).print(f"[yellow]{text}[/yellow]")

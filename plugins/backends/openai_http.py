@@ -25,10 +25,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
-from cotkit.contracts import Backend, Generation, SamplingParams
-from cotkit.errors import ConfigError, ModelError
-from cotkit.types import Prompt
+from cotkit import (
+    Backend,
+    ConfigError,
+    Generation,
+    ModelError,
+    Prompt,
+    SamplingParams,
+    check_key_env_name,
+    refuse_secrets_in_options,
+    scrub_and_shorten,
+    scrub_key,
+)
 
 #: HTTP statuses worth retrying: rate limits and transient server errors.
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}

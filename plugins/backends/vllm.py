@@ -14,11 +14,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from cotkit.contracts import Backend, Generation, SamplingParams
-from cotkit.errors import ConfigError, ModelError
-from cotkit.types import Prompt
+from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, sample_seed
 
-from .common import SEED_MASK, check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
+from .common import check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
 INSTALL_HINT = (
     "the vllm backend needs vLLM: pip install 'cotkit[vllm]' on a CUDA machine, or on a CPU run "
@@ -55,7 +53,7 @@ class VLLMBackend(Backend):
         import torch
         from transformers import AutoTokenizer
 
-        from cotkit.models import resolve_model
+        from cotkit import resolve_model
 
         self.path = resolve_model(model)
         if dtype == "auto" and not torch.cuda.is_available():
@@ -121,7 +119,7 @@ class VLLMBackend(Backend):
                         top_p=params.top_p,
                         max_tokens=params.max_new_tokens,
                         stop=stops,
-                        seed=None if greedy else (int(seeds[i]) + j) & SEED_MASK,
+                        seed=None if greedy else sample_seed(int(seeds[i]), j),
                     )
                 )
         try:

@@ -25,13 +25,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options
-from cotkit.config import option
-from cotkit.contracts import Method, SamplingParams
-from cotkit.errors import ConfigError, CotkitError
-from cotkit.harness.iterate import capped_steps, fine_tune, method_splits, phase_seconds, read_rows
-from cotkit.harness.train import SFTConfig
-from cotkit.types import AnswerKind, Example, Prompt, Sample
+from cotkit import (
+    AnswerKind,
+    ConfigError,
+    CotkitError,
+    Example,
+    Method,
+    Prompt,
+    Sample,
+    SamplingParams,
+    SFTConfig,
+    SplitLimits,
+    capped_steps,
+    check_key_env_name,
+    fine_tune,
+    method_splits,
+    option,
+    phase_seconds,
+    read_jsonl,
+    refuse_secrets_in_options,
+)
 
 STAGE2_TRIGGER = "\nTherefore, the answer is"
 SEPARATOR = " ###"
@@ -50,7 +63,7 @@ class FinetuneCoTSFT(SFTConfig):
 
 
 @dataclass
-class FinetuneCoTConfig:
+class FinetuneCoTConfig(SplitLimits):
     """Options of `cotkit train --method finetune-cot` (`cotkit show finetune-cot` lists them)."""
 
     teacher_model: str | None = option(
@@ -90,11 +103,7 @@ class FinetuneCoTConfig:
     student_max_new_tokens: int = option(192, help="Longest student generation in tokens at evaluation.")
     epochs: float = option(20.0, help="Student training epochs over the kept samples (paper: 20).")
     max_steps: int | None = option(None, help="Cap on optimizer steps (default: what --epochs needs).")
-    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
-    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
-    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
     baseline: bool = option(True, help="Score the base student with two-stage zero-shot CoT first (iteration 0).")
-    final_eval: bool = option(True, help="Score the base and the trained student on the task's held-out split.")
     sft: FinetuneCoTSFT = field(default_factory=FinetuneCoTSFT)
 
     def __post_init__(self) -> None:
@@ -178,7 +187,7 @@ class TeacherCache:
     def __init__(self, path: Path):
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
-        from cotkit.jsonl import read_jsonl_tolerant
+        from cotkit import read_jsonl_tolerant
 
         for row in read_jsonl_tolerant(path):
             if isinstance(row, dict) and "key" in row:
@@ -191,7 +200,7 @@ class TeacherCache:
         """Record rows (each with its `key`) and append them to the file durably."""
         if not rows:
             return
-        from cotkit.jsonl import append_jsonl_rows
+        from cotkit import append_jsonl_rows
 
         append_jsonl_rows(self.path, rows)
         for row in rows:
@@ -259,9 +268,9 @@ class CachedTeacher:
 
 
 def _generate(backend: Any, prompts: list[Prompt], params: SamplingParams, seeds: list[int]) -> list[list[Any]]:
-    from cotkit.harness.sample import _accepts_seeds
+    from cotkit import accepts_seeds
 
-    if _accepts_seeds(backend):
+    if accepts_seeds(backend):
         return backend.generate(prompts, params, progress=False, seeds=seeds)
     return backend.generate(prompts, params, progress=False)
 
@@ -309,7 +318,7 @@ def zero_shot_cot(
     Each Sample's completion is the text the verdict is read from: `Therefore, the answer is X`
     (zeroshot) or the whole chat answer; the rationale is in `meta["rationale"]`.
     """
-    from cotkit.harness.sample import example_seed, merge_stops
+    from cotkit import example_seed, merge_stops
 
     stops = merge_stops(task.stop_sequences(style))
     stage1 = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stops or None, seed=seed)
@@ -393,7 +402,7 @@ class FinetuneCoT(Method):
 
     def open_teacher(self, ctx: Any) -> Any:
         """The teacher's sampling backend."""
-        from cotkit.models import load_backend
+        from cotkit import load_backend
 
         cfg: FinetuneCoTConfig = ctx.options
         if cfg.teacher_endpoint:
@@ -430,8 +439,7 @@ class FinetuneCoT(Method):
 
     def build_train_set(self, ctx: Any, d: Path) -> dict[str, Any]:
         """Correct teacher samples in the student format: d/train.jsonl."""
-        from cotkit.harness.train import TrainExample
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import TrainExample, atomic_write_jsonl
 
         cfg: FinetuneCoTConfig = ctx.options
         task = ctx.task
@@ -439,7 +447,7 @@ class FinetuneCoT(Method):
         kept: list[TrainExample] = []
         seen: dict[str, set[str]] = {}
         counts = {"duplicates": 0, "dropped_truncated": 0, "empty_rationales": 0}
-        for row in read_rows(d / "teacher_samples.jsonl"):
+        for row in read_jsonl(d / "teacher_samples.jsonl"):
             if not row.get("correct"):
                 continue
             meta = row.get("meta") or {}
@@ -467,7 +475,7 @@ class FinetuneCoT(Method):
             return {"train_tokens": 0}
         from transformers import AutoTokenizer
 
-        from cotkit.harness.train import completion_ids, render_prompt_ids
+        from cotkit import completion_ids, render_prompt_ids
 
         tok = AutoTokenizer.from_pretrained(ctx.base_model)
         return {"train_tokens": sum(len(render_prompt_ids(tok, ex.prompt)) + len(completion_ids(tok, ex.completion)) for ex in kept)}
@@ -476,18 +484,17 @@ class FinetuneCoT(Method):
 
     def train(self, ctx: Any, d: Path) -> dict[str, Any]:
         """Fine-tune the base student on d/train.jsonl; d/checkpoint."""
-        from cotkit.harness.train import TrainExample
+        from cotkit import TrainExample
 
         cfg: FinetuneCoTConfig = ctx.options
-        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+        items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
         steps = capped_steps(len(items), cfg.epochs, cfg.sft, cfg.max_steps)
         _, row = fine_tune(ctx, "iter_001/train", "train student", ctx.base_model, items, cfg.sft, steps, d)
         return row
 
     def evaluate(self, ctx: Any, model: str, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
         """Greedy accuracy of the student in its own format, read with the task's verifier."""
-        from cotkit.harness.evaluate import evaluate
-        from cotkit.harness.verify import make_verifier
+        from cotkit import evaluate, make_verifier
 
         cfg: FinetuneCoTConfig = ctx.options
         student = StudentTask(ctx.task, cfg.student_format)
@@ -503,7 +510,7 @@ class FinetuneCoT(Method):
 
     def baseline(self, ctx: Any, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
         """The base student's accuracy with the teacher's procedure (two-stage zero-shot CoT, greedy)."""
-        from cotkit.harness.evaluate import wilson_interval
+        from cotkit import wilson_interval
 
         cfg: FinetuneCoTConfig = ctx.options
         runner = CachedTeacher(lambda: ctx.backend(ctx.base_model), {"student": "base"}, None)
@@ -547,8 +554,7 @@ class FinetuneCoT(Method):
 
 def _verify_and_write(task: Any, samples: list[Sample], output: Path) -> dict[str, Any]:
     """Verify samples with the task's verifier, write them as score rows (rationale kept), summarise."""
-    from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples
-    from cotkit.jsonl import atomic_write_jsonl
+    from cotkit import atomic_write_jsonl, make_verifier, sample_row, summarize, verify_samples
 
     verifier = make_verifier(None, task)
     try:

@@ -16,11 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotkit.config import option
-from cotkit.contracts import PROMPT_STYLES, Method, SamplingParams
-from cotkit.errors import ConfigError
-from cotkit.harness.iterate import ModelSlot, capped_steps, fine_tune, greedy_accuracy, method_splits, phase_seconds, read_rows
-from cotkit.harness.train import SFTConfig
+from cotkit import (
+    PROMPT_STYLES,
+    ConfigError,
+    Method,
+    ModelSlot,
+    SamplingParams,
+    SFTConfig,
+    SplitLimits,
+    capped_steps,
+    fine_tune,
+    greedy_accuracy,
+    method_splits,
+    option,
+    phase_seconds,
+    read_jsonl,
+)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class IRPOTrainConfig(SFTConfig):
 
 
 @dataclass
-class IRPOConfig:
+class IRPOConfig(SplitLimits):
     """Options of `cotkit train --method irpo` (`cotkit show irpo` lists them)."""
 
     iterations: int = option(4, help="Outer-loop iterations (sample, pair, train, evaluate); the paper ran 4.")
@@ -52,10 +63,6 @@ class IRPOConfig:
     nll_weight: float = option(1.0, help="α: weight of the winner's length-normalized NLL (0: plain DPO).")
     epochs: float = option(1.0, help="Passes over the iteration's pairs.")
     max_steps: int | None = option(None, help="Cap on optimizer steps per iteration (default: what --epochs needs).")
-    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
-    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
-    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
-    final_eval: bool = option(True, help="Score the base and the final model on the task's held-out split.")
     keep_checkpoints: str = option("all", help="Keep every iteration's checkpoint, or only the last.", choices=("all", "last"))
     sft: IRPOTrainConfig = field(default_factory=IRPOTrainConfig)
 
@@ -200,9 +207,7 @@ class IterativeRPO(Method):
 
     def sample(self, ctx: Any, sampler: ModelSlot, model: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
         """N chains of thought per question from `model`, verified; every sample saved."""
-        from cotkit.harness.sample import sample
-        from cotkit.harness.verify import make_verifier, sample_row, verify_samples
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import atomic_write_jsonl, make_verifier, sample, sample_row, verify_samples
 
         cfg: IRPOConfig = ctx.options
         params = SamplingParams(
@@ -233,10 +238,10 @@ class IterativeRPO(Method):
 
     def make_pairs(self, ctx: Any, d: Path, fit: list[Any], phase: str) -> dict[str, Any]:
         """Preference pairs from the iteration's samples: d/pairs.jsonl."""
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import atomic_write_jsonl
 
         cfg: IRPOConfig = ctx.options
-        rows = read_rows(d / "samples.jsonl")
+        rows = read_jsonl(d / "samples.jsonl")
         sentences = {e.id: ctx.task.answer_sentence(e) for e in fit} if cfg.trim else None
         pairs, counts = build_pairs(
             rows, cfg.pairs_per_question, ctx.seed_for(phase), dedup=cfg.dedup, unparseable_losers=cfg.unparseable_losers,
@@ -247,12 +252,11 @@ class IterativeRPO(Method):
 
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Train M_{t+1} from M_t with M_t as the reference on d/pairs.jsonl; d/checkpoint and d/train_log.jsonl."""
-        from cotkit.harness.preference import DPONLLObjective, PreferencePair
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import DPONLLObjective, PreferencePair, atomic_write_jsonl
 
         cfg: IRPOConfig = ctx.options
         phase = f"iter_{iteration:03d}/train"
-        pairs = [PreferencePair.from_dict(r) for r in read_rows(d / "pairs.jsonl")]
+        pairs = [PreferencePair.from_dict(r) for r in read_jsonl(d / "pairs.jsonl")]
         steps = capped_steps(len(pairs), cfg.epochs, cfg.sft, cfg.max_steps)
         model = ctx.model_path(init)
         objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight)
@@ -315,7 +319,7 @@ class IterativeRPO(Method):
         """With keep_checkpoints=last, remove earlier iterations' checkpoints (main process)."""
         import shutil
 
-        from cotkit.run import is_main_process
+        from cotkit import is_main_process
 
         if not is_main_process():
             return

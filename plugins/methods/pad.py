@@ -35,11 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotkit.config import option
-from cotkit.contracts import Method, SamplingParams
-from cotkit.errors import ConfigError
-from cotkit.harness.iterate import ModelSlot, capped_steps, fine_tune, method_splits, phase_seconds, read_rows
-from cotkit.harness.train import SFTConfig
+from cotkit import (
+    ConfigError,
+    Method,
+    ModelSlot,
+    SamplingParams,
+    SFTConfig,
+    SplitLimits,
+    capped_steps,
+    fine_tune,
+    method_splits,
+    option,
+    phase_seconds,
+    read_jsonl,
+)
 
 from .pad_programs import (
     PROMPT_STYLES,
@@ -68,7 +77,7 @@ class PadSFTConfig(SFTConfig):
 
 
 @dataclass
-class PadConfig:
+class PadConfig(SplitLimits):
     """Options of `cotkit train --method pad` (`cotkit show pad` lists them)."""
 
     teacher_model: str | None = option(None, help="Teacher model (hub id, folder, .gguf, alias); default: the student model itself.")
@@ -91,10 +100,6 @@ class PadConfig:
     repairs_per_question: int = option(2, help="At most this many repair examples per question and round.")
     repair_unsolved: bool = option(False, help="Ask the sampler to repair its failed programs of questions it never solved; keep the verified repairs.")
     iterations: int = option(1, help="Rounds: 1 is PaD (teacher data); later rounds add verified programs and repairs sampled from the latest student.")
-    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
-    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
-    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
-    final_eval: bool = option(True, help="Score the base and the final student on the task's held-out split.")
     base_prompt: str = option(
         "pal", help="Prompt of the base student before training (it has not learnt the student format).", choices=tuple(PROMPT_STYLES)
     )
@@ -150,7 +155,7 @@ class Models(ModelSlot):
         super().__init__(ctx, load=lambda ref: self._teacher() if ref == TEACHER else ctx.backend(ctx.model_path(ref)))
 
     def _teacher(self) -> Any:
-        from cotkit.models import load_backend
+        from cotkit import load_backend
 
         cfg: PadConfig = self.ctx.options
         run = self.ctx.run_config
@@ -172,14 +177,14 @@ class Pad(Method):
 
     def run(self, ctx: Any) -> dict[str, Any]:
         """The PaD pipeline, top to bottom; every step is a resumable phase."""
-        from cotkit.plugins import host
+        from cotkit import make_verifier
 
         self.cfg = cfg = ctx.options
         task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg)
         by_id = {e.id: e for e in fit}
         self.prompts = ProgramPrompts(task, cfg.shots)
-        self.verifier = host().get("verifier", "program")(**cfg.verifier_options)
+        self.verifier = make_verifier("program", **cfg.verifier_options)
         models = Models(ctx)
         base, current = "base", "base"
         base_style = PROMPT_STYLES[cfg.base_prompt]
@@ -251,7 +256,7 @@ class Pad(Method):
 
     def evaluate(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str) -> dict[str, Any]:
         """Greedy accuracy of a student on `examples`: its program is run in the sandbox and its result compared."""
-        from cotkit.harness.evaluate import evaluate
+        from cotkit import evaluate
 
         summary = evaluate(
             self.prompts, examples, models.get(model), self.verifier, style=style, params=self._params(style), output=output, model_label=model
@@ -267,13 +272,10 @@ class Pad(Method):
         no result, a result that is not a number, no program at all), so the number is a fair
         inference-time accuracy on the same examples as the plain one.
         """
-        from cotkit.harness.evaluate import wilson_interval
-        from cotkit.harness.verify import sample_row, summarize
-        from cotkit.jsonl import atomic_write_jsonl
-        from cotkit.types import Sample
+        from cotkit import Sample, atomic_write_jsonl, sample_row, summarize, wilson_interval
 
         cfg: PadConfig = ctx.options
-        rows = read_rows(plain)
+        rows = read_jsonl(plain)
         if len(rows) != len(examples):
             raise ConfigError(f"{plain}: {len(rows)} rows for {len(examples)} examples; the plain evaluation is incomplete")
         samples = [Sample(example=ex, completion=row["completion"], stop=list(STOPS)) for ex, row in zip(examples, rows)]
@@ -325,13 +327,10 @@ class Pad(Method):
         The search is cotkit's shared one (`cotkit eval --search beam`), wrapped around the
         student's backend; the best final beam is the answer, run and compared like any program.
         """
-        from cotkit.harness.evaluate import evaluate
-        from cotkit.harness.stepsearch import BeamBackend, BeamSettings, prompt_key
-        from cotkit.jsonl import atomic_write_jsonl
-        from cotkit.plugins import host
+        from cotkit import BeamBackend, BeamSettings, atomic_write_jsonl, evaluate, make_step_scorer, prompt_key
 
         cfg: PadConfig = ctx.options
-        scorer = host().get("step_scorer", cfg.step_scorer)(**cfg.step_scorer_options)
+        scorer = make_step_scorer(cfg.step_scorer, **cfg.step_scorer_options)
         by_prompt = {prompt_key(self.prompts.prompt(ex, style)): ex for ex in examples}
         settings = BeamSettings(beam_width=cfg.beam_width, expand=cfg.beam_expand, max_new_tokens=cfg.max_new_tokens)
         search = BeamBackend(models.get(model), scorer, settings, example_of=lambda p: by_prompt.get(prompt_key(p)))
@@ -343,7 +342,7 @@ class Pad(Method):
             summary = evaluate(self.prompts, examples, search, self.verifier, style=style, params=params, output=output, model_label=model)
         finally:
             scorer.close()  # not search.close(): that would close the student's backend, which `models` owns
-        out_rows = read_rows(output)
+        out_rows = read_jsonl(output)
         for row, ex in zip(out_rows, examples):
             beams = search.traces.get(prompt_key(self.prompts.prompt(ex, style)), [])
             row["search"] = beams[0].to_dict(settings) if beams else None
@@ -355,7 +354,7 @@ class Pad(Method):
 
     def sample_programs(self, ctx: Any, models: Models, sampler: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
         """Sample programs (teacher: PAL few-shot; a student: its own format), run each in the sandbox, save every one."""
-        from cotkit.harness.sample import sample
+        from cotkit import sample
 
         cfg: PadConfig = ctx.options
         style = PROMPT_STYLES[cfg.teacher_prompt] if sampler == TEACHER else PROMPT_STYLES["student"]
@@ -363,7 +362,7 @@ class Pad(Method):
         samples = sample(self.prompts, examples, models.get(sampler), params, style=style, progress=True)
         checks = self.verifier.check(samples)
         rows = [program_row(s, c, sampler, cfg) for s, c in zip(samples, checks)]
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import atomic_write_jsonl
 
         atomic_write_jsonl(output, rows)
         solved = {r["id"] for r in rows if r["correct"]}
@@ -388,13 +387,12 @@ class Pad(Method):
         self, ctx: Any, models: Models, sampler: str, by_id: dict[str, Any], d: Path, unsolved: set[str], phase: str
     ) -> dict[str, Any]:
         """Ask the sampler to repair its failed programs of unsolved questions; run and keep every repair."""
-        from cotkit.jsonl import atomic_write_jsonl
-        from cotkit.types import Sample
+        from cotkit import Sample, atomic_write_jsonl
 
         cfg: PadConfig = ctx.options
         todo: list[tuple[Any, str, str]] = []
         seen: dict[str, set[str]] = {}
-        for row in read_rows(d / "samples.jsonl"):
+        for row in read_jsonl(d / "samples.jsonl"):
             if row["id"] not in unsolved or row.get("repair_feedback") is None:
                 continue
             keys = seen.setdefault(row["id"], set())
@@ -429,13 +427,13 @@ class Pad(Method):
 
     def build_train_set(self, ctx: Any, it: int, by_id: dict[str, Any]) -> dict[str, Any]:
         """Verified programs and repair examples of rounds 1..it as the training set: iter_NNN/train.jsonl."""
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import atomic_write_jsonl
 
         rounds = []
         for i in range(1, it + 1):
             d = ctx.path / f"iter_{i:03d}"
             repaired = d / "repaired.jsonl"
-            rounds.append((read_rows(d / "samples.jsonl"), read_rows(repaired) if repaired.exists() else []))
+            rounds.append((read_jsonl(d / "samples.jsonl"), read_jsonl(repaired) if repaired.exists() else []))
         items, counts = training_items(rounds, by_id, ctx.options)
         atomic_write_jsonl(ctx.iter_dir(it) / "train.jsonl", [ex.to_dict() for ex in items])
         tokens = _count_tokens(ctx, items)
@@ -443,10 +441,10 @@ class Pad(Method):
 
     def train(self, ctx: Any, init: str, d: Path, it: int) -> dict[str, Any]:
         """Fine-tune `init` on d/train.jsonl; the checkpoint goes to d/checkpoint."""
-        from cotkit.harness.train import TrainExample
+        from cotkit import TrainExample
 
         cfg: PadConfig = ctx.options
-        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+        items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
         steps = cfg.steps or capped_steps(len(items), cfg.epochs, cfg.sft)
         _, row = fine_tune(ctx, f"iter_{it:03d}/train", f"train round {it}", ctx.model_path(init), items, cfg.sft, steps, d)
         return row
@@ -495,7 +493,7 @@ class Pad(Method):
         """With keep_checkpoints=last, remove the checkpoints of earlier rounds (main process)."""
         import shutil
 
-        from cotkit.run import is_main_process
+        from cotkit import is_main_process
 
         if not is_main_process():
             return
@@ -523,7 +521,7 @@ def program_row(sample: Any, check: Any, sampler: str, cfg: PadConfig) -> dict[s
     answered wrongly, its wrong result; `failure` says which ("error" or "wrong_result"). All are
     None for a correct program and for a sandbox failure, which says nothing about the program.
     """
-    from cotkit.harness.verify import sample_row
+    from cotkit import sample_row
 
     sample.verdict = check.verdict
     row = sample_row(sample)
@@ -560,7 +558,7 @@ def training_items(
     a repair example (question, failed program, feedback -> a kept program, or the verified repair
     of exactly that failure), at most `repairs_per_question` distinct ones per question.
     """
-    from cotkit.harness.train import TrainExample
+    from cotkit import TrainExample
 
     programs: dict[str, list[tuple[str, str]]] = {}  # id -> [(key, target program)]
     failures: dict[str, list[tuple[str, str, str | None]]] = {}  # id -> [(shown, feedback, its fix)]
@@ -634,7 +632,7 @@ def _count_tokens(ctx: Any, items: list[Any]) -> dict[str, int]:
         return {"tokens": 0, "completion_tokens": 0}
     from transformers import AutoTokenizer
 
-    from cotkit.harness.train import completion_ids, render_prompt_ids
+    from cotkit import completion_ids, render_prompt_ids
 
     tok = AutoTokenizer.from_pretrained(ctx.base_model)
     prompt_tokens = sum(len(render_prompt_ids(tok, ex.prompt)) for ex in items)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from cotkit.errors import DataError
-from cotkit.types import AnswerKind, Message, Prompt
+from cotkit import AnswerKind, DataError, Message, Prompt, parse_number
 
 #: How a question is posed and where the program starts (PAL's GSM8K layout).
 QUERY = "Q: {question}\n\n# solution in Python:\n\n\n"
@@ -173,7 +172,7 @@ def failure_feedback(check: Any, kind: AnswerKind | str | None = None, line_shif
     `line_shift` = (after, removed): line numbers past `after` are reported `removed` lines
     earlier (the program is shown without its docstring).
     """
-    from cotkit.sandbox import Outcome
+    from cotkit import Outcome
 
     result = check.result
     if result is None:
@@ -202,9 +201,7 @@ def failure_feedback(check: Any, kind: AnswerKind | str | None = None, line_shif
     if answer is None:
         return "it returns no result"
     if kind is not None and AnswerKind(kind) is AnswerKind.NUMBER:
-        from cotkit import answers
-
-        if isinstance(result.value, bool) or answers.parse_number(answer) is None:
+        if isinstance(result.value, bool) or parse_number(answer) is None:
             return f"it returns {_short(answer)!r}, which is not a number"
     return None
 

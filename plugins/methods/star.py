@@ -19,15 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotkit.config import option
-from cotkit.contracts import PROMPT_STYLES, Method, SamplingParams
-from cotkit.errors import ConfigError
-from cotkit.harness.iterate import ModelSlot, fine_tune, greedy_accuracy, method_splits, phase_seconds, read_rows
-from cotkit.harness.train import SFTConfig
+from cotkit import (
+    PROMPT_STYLES,
+    ConfigError,
+    Method,
+    ModelSlot,
+    SamplingParams,
+    SFTConfig,
+    SplitLimits,
+    fine_tune,
+    greedy_accuracy,
+    method_splits,
+    option,
+    phase_seconds,
+    read_jsonl,
+)
 
 
 @dataclass
-class StarConfig:
+class StarConfig(SplitLimits):
     """Options of `cotkit train --method star` (`cotkit show star` lists them)."""
 
     iterations: int = option(3, help="Outer-loop iterations (sample, rationalize, fine-tune, evaluate).")
@@ -56,10 +66,6 @@ class StarConfig:
     trim: bool = option(
         True, help="Cut a kept rationale after its first statement of the answer (drops rambling after it)."
     )
-    train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
-    dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
-    heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
-    final_eval: bool = option(True, help="Score the base and the final model on the task's held-out split.")
     init: str = option(
         "base", help="Fine-tune each iteration from the base model (paper) or continue from the last one.", choices=("base", "last")
     )
@@ -177,9 +183,7 @@ class Star(Method):
 
     def sample(self, ctx: Any, models: ModelSlot, model: str, examples: list[Any], output: Path, phase: str, hint: bool) -> dict[str, Any]:
         """Sample rationales (with the gold answer as a hint when rationalizing), verify, save every sample."""
-        from cotkit.harness.sample import sample
-        from cotkit.harness.verify import make_verifier, sample_row, verify_samples
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import atomic_write_jsonl, make_verifier, sample, sample_row, verify_samples
 
         cfg: StarConfig = ctx.options
         task = ctx.task
@@ -215,8 +219,7 @@ class Star(Method):
 
     def build_train_set(self, ctx: Any, d: Path, by_id: dict[str, Any]) -> dict[str, Any]:
         """Correct rationales (and rationalizations, hint removed) as training examples: d/train.jsonl."""
-        from cotkit.harness.train import TrainExample
-        from cotkit.jsonl import atomic_write_jsonl
+        from cotkit import TrainExample, atomic_write_jsonl
 
         cfg: StarConfig = ctx.options
         task = ctx.task
@@ -227,7 +230,7 @@ class Star(Method):
             path = d / fname
             if not path.exists():
                 continue
-            for row in read_rows(path):
+            for row in read_jsonl(path):
                 if not row.get("correct"):
                     continue
                 example = by_id[row["id"]]
@@ -268,7 +271,7 @@ class Star(Method):
             return {"tokens": 0, "completion_tokens": 0}
         from transformers import AutoTokenizer
 
-        from cotkit.harness.train import completion_ids, render_prompt_ids
+        from cotkit import completion_ids, render_prompt_ids
 
         tok = AutoTokenizer.from_pretrained(ctx.base_model)
         prompt_tokens = sum(len(render_prompt_ids(tok, ex.prompt)) for ex in kept)
@@ -277,10 +280,10 @@ class Star(Method):
 
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Fine-tune `init` on d/train.jsonl for this iteration's number of steps; d/checkpoint."""
-        from cotkit.harness.train import TrainExample
+        from cotkit import TrainExample
 
         cfg: StarConfig = ctx.options
-        items = [TrainExample.from_dict(r) for r in read_rows(d / "train.jsonl")]
+        items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
         phase = f"iter_{iteration:03d}/train"
         _, row = fine_tune(ctx, phase, f"train iter {iteration}", ctx.model_path(init), items, cfg.sft, steps_at(cfg, iteration), d)
         return row
@@ -316,7 +319,7 @@ class Star(Method):
         """With keep_checkpoints=last, remove earlier iterations' checkpoints except `keep` (main process)."""
         import shutil
 
-        from cotkit.run import is_main_process
+        from cotkit import is_main_process
 
         if not is_main_process():
             return

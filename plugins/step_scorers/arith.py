@@ -30,10 +30,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from cotkit.contracts import StepScorer
-from cotkit.errors import ConfigError
-from cotkit.steps import TEXT_UNITS, split_text
-from cotkit.types import Example
+from cotkit import TEXT_UNITS, ConfigError, Example, StepScorer, split_text
 
 _NUM = r"(?:\$\s?)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?%)?|(?:\$\s?)?\.\d+(?:\s?%)?"
 # "x" multiplies only between numbers ("2 x 3", "5x3"), never in "4x-7" or "box"

@@ -24,10 +24,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-from cotkit.contracts import StepScorer
-from cotkit.errors import ConfigError
-from cotkit.steps import program_source, split_program
-from cotkit.types import Example
+from cotkit import ConfigError, Example, StepScorer, program_source, split_program
 
 CACHE_SIZE = 20000
 
@@ -78,7 +75,7 @@ class ExecScorer(StepScorer):
             raise ConfigError(f"step scorer exec: neutral must be between 0 and 1, not {self.neutral}")
         self.isolation = options.get("isolation")
         if self.isolation is not None:
-            from cotkit.sandbox.isolation import requested_isolation
+            from cotkit import requested_isolation
 
             requested_isolation(str(self.isolation))
         self._sandbox: Any = None
@@ -133,7 +130,7 @@ class ExecScorer(StepScorer):
     # -- internals ---------------------------------------------------------------------------
 
     def _run(self, keys: list[tuple[str, str | None]]) -> None:
-        from cotkit.sandbox import Job, Outcome
+        from cotkit import Job, Outcome
 
         results = self._get_sandbox().run_many([Job(code, entry, names=True) for code, entry in keys])
         for key, r in zip(keys, results):
@@ -173,7 +170,7 @@ class ExecScorer(StepScorer):
         return scores
 
     def _get_sandbox(self) -> Any:
-        from cotkit.sandbox import Limits, Sandbox
+        from cotkit import Limits, Sandbox
 
         with self._lock:
             if self._sandbox is None:

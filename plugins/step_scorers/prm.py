@@ -22,10 +22,7 @@ import re
 import threading
 from typing import Any, ClassVar
 
-from cotkit.contracts import StepScorer
-from cotkit.errors import ConfigError, ModelError
-from cotkit.steps import TEXT_UNITS, split_text
-from cotkit.types import Example
+from cotkit import TEXT_UNITS, ConfigError, Example, ModelError, StepScorer, split_text
 
 DEFAULT_PRM = "peiyi9979/math-shepherd-mistral-7b-prm"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -124,7 +121,7 @@ class PRMScorer(StepScorer):
     def _load(self) -> None:
         if self._backend is not None:
             return
-        from cotkit.models import load_backend
+        from cotkit import load_backend
 
         self._backend = load_backend("hf", model=self.model_name, device=self.device, dtype=self.dtype)
         tok = self._backend.tokenizer

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cotkit.data import load_rows, read_jsonl
-from cotkit.errors import ConfigError, DataError
-from cotkit.types import AnswerKind, Choice, Example
+from cotkit import AnswerKind, Choice, ConfigError, DataError, Example, load_rows, read_jsonl
 
 from .common import CotTask, Exemplar, task_data
 

@@ -13,9 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cotkit.data import find_local, load_rows, read_json
-from cotkit.errors import ConfigError, DataError
-from cotkit.types import AnswerKind, Choice, Example
+from cotkit import AnswerKind, Choice, ConfigError, DataError, Example, find_local, load_rows, read_json
 
 from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, mark_option_line, normalize_number, read_text, task_data
 

@@ -14,10 +14,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cotkit.contracts import Task, check_styles, require_fields
-from cotkit.data import resolve_data_dir
-from cotkit.errors import DataError, UnknownNameError
-from cotkit.types import AnswerKind, Choice, Example, Prompt
+from cotkit import (
+    AnswerKind,
+    Choice,
+    DataError,
+    Example,
+    Prompt,
+    Task,
+    UnknownNameError,
+    check_styles,
+    require_fields,
+    resolve_data_dir,
+)
 
 ZEROSHOT_TRIGGER = "Let's think step by step."
 #: Where a completion in a `Q: ... A:` prompt ends: the model starting the next question.

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from cotkit.data import load_rows, read_jsonl
-from cotkit.errors import DataError
-from cotkit.types import AnswerKind, Example
+from cotkit import AnswerKind, DataError, Example, load_rows, read_jsonl
 
 from .common import CotTask, Exemplar, normalize_number, task_data
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from cotkit.answers import last_boxed
-from cotkit.data import load_rows, read_jsonl
-from cotkit.errors import ConfigError, DataError, UnknownNameError
-from cotkit.types import AnswerKind, Example
+from cotkit import AnswerKind, ConfigError, DataError, Example, UnknownNameError, last_boxed, load_rows, read_jsonl
 
 from .common import CotTask, Exemplar, task_data
 

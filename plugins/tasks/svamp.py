@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cotkit.data import load_rows, read_jsonl
-from cotkit.errors import ConfigError
-from cotkit.types import AnswerKind, Example
+from cotkit import AnswerKind, ConfigError, Example, load_rows, read_jsonl
 
 from .common import CotTask, Exemplar, carve_indices, normalize_number, task_data
 

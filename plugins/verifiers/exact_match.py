@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotkit import answers
-from cotkit.contracts import Verifier
-from cotkit.errors import ConfigError
-from cotkit.types import AnswerKind, Example, Sample, Status, Verdict
+from cotkit import (
+    AnswerKind,
+    ConfigError,
+    Example,
+    Extraction,
+    Number,
+    Sample,
+    Status,
+    Verdict,
+    Verifier,
+    digit_limit,
+    extract_answer,
+    normalize_label,
+    normalize_math,
+    normalize_text,
+    numbers_equal,
+    open_text_equal,
+    parse_gold_number,
+)
 
 
 class ExactMatch(Verifier):
@@ -53,7 +68,7 @@ class ExactMatch(Verifier):
         kind = AnswerKind(ex.answer_kind).value
         choices = [(c.label, c.text) for c in ex.choices] if ex.choices else None
         stop = [s for s in (sample.stop or []) if isinstance(s, str)]
-        got = answers.extract_answer(
+        got = extract_answer(
             sample.completion,
             kind,
             choices=choices,
@@ -70,8 +85,8 @@ class ExactMatch(Verifier):
             return Verdict(Status.INCORRECT, extracted=got.raw, normalized=got.normalized, reason=reason, score=0.0)
         ok = _matches(got, ex, kind, choices)
         reason = "no answer cue; took the last number" if got.via == "last number" else None
-        if isinstance(got.value, answers.Number) and got.value.value is None:
-            too_long = f"the answer has {got.value.digits} digits, more than the {answers.digit_limit()} read as a value: compared as text"
+        if isinstance(got.value, Number) and got.value.value is None:
+            too_long = f"the answer has {got.value.digits} digits, more than the {digit_limit()} read as a value: compared as text"
             reason = f"{reason}; {too_long}" if reason else too_long
         return Verdict(
             Status.CORRECT if ok else Status.INCORRECT,
@@ -92,39 +107,39 @@ def _check_gold(ex: Any) -> str | None:
         kind = AnswerKind(ex.answer_kind)
     except ValueError:
         return f"example {ex.id}: unknown answer kind {ex.answer_kind!r}"
-    if kind is AnswerKind.NUMBER and answers.parse_gold_number(ex.answer) is None:
+    if kind is AnswerKind.NUMBER and parse_gold_number(ex.answer) is None:
         return f"example {ex.id}: gold answer {ex.answer!r} is not a number"
     return None
 
 
-def _matches(got: answers.Extraction, ex: Example, kind: str, choices: list[tuple[str, str]] | None) -> bool:
+def _matches(got: Extraction, ex: Example, kind: str, choices: list[tuple[str, str]] | None) -> bool:
     gold = ex.answer
     if kind == "number":
-        gold_n = answers.parse_gold_number(gold)
-        return gold_n is not None and answers.numbers_equal(got.value, gold_n)
+        gold_n = parse_gold_number(gold)
+        return gold_n is not None and numbers_equal(got.value, gold_n)
     if kind == "choice":
         return got.normalized == _gold_label(gold, choices)
     if kind == "text":
         if ex.answer_set:
-            return answers.normalize_text(str(got.value)) == answers.normalize_text(gold)
-        return answers.open_text_equal(str(got.value), gold)
+            return normalize_text(str(got.value)) == normalize_text(gold)
+        return open_text_equal(str(got.value), gold)
     # math: a light string normal form, or equal numbers (`math_equiv` compares symbolically)
-    if got.normalized == answers.normalize_math(gold):
+    if got.normalized == normalize_math(gold):
         return True
-    p, g = answers.parse_gold_number(str(got.value)), answers.parse_gold_number(gold)
-    return p is not None and g is not None and answers.numbers_equal(p, g)
+    p, g = parse_gold_number(str(got.value)), parse_gold_number(gold)
+    return p is not None and g is not None and numbers_equal(p, g)
 
 
 def _gold_label(gold: str, choices: list[tuple[str, str]] | None) -> str:
     """The gold option's label: `(B)` -> `B`; a gold given as the option's text maps to its label."""
-    label = answers.normalize_label(gold)
+    label = normalize_label(gold)
     if not choices:
         return label
-    labels = [answers.normalize_label(lab) for lab, _ in choices]
+    labels = [normalize_label(lab) for lab, _ in choices]
     if label in labels:
         return label
-    norm = answers.normalize_text(gold)
+    norm = normalize_text(gold)
     for lab, text in choices:
-        if answers.normalize_text(text) == norm:
-            return answers.normalize_label(lab)
+        if normalize_text(text) == norm:
+            return normalize_label(lab)
     return "\x00" + norm  # a gold that names no option can never be matched by a label

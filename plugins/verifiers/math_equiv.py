@@ -17,9 +17,7 @@ from collections import OrderedDict
 from fractions import Fraction
 from typing import Any
 
-from cotkit.contracts import Verifier
-from cotkit.errors import ConfigError
-from cotkit.types import Sample, Status, Verdict
+from cotkit import ConfigError, Sample, Status, Verdict, Verifier
 
 #: Modules a worker imports before it takes tasks, so no time limit pays for imports.
 _PRELOAD = ("sympy", "latex2sympy2_extended.latex2sympy2", "cotkit_plugins.verifiers.math_equiv")
@@ -93,7 +91,7 @@ class MathEquiv(Verifier):
 
     def _prepare(self, sample: Any) -> Verdict | tuple[tuple, str, str]:
         """A final verdict decided without sympy, or (comparison key, extracted, normalized)."""
-        from cotkit.latex import extract_math_answer, form_problem, question_wants_order
+        from cotkit import extract_math_answer, form_problem, question_wants_order
 
         if not isinstance(sample, Sample):
             return Verdict(Status.ERROR, reason=f"expected a Sample, got {type(sample).__name__}", score=0.0)
@@ -130,8 +128,7 @@ class MathEquiv(Verifier):
         return (gold_n, pred_n, ordered), found.text, pred_n
 
     def _compare_all(self, keys: list[tuple]) -> list[tuple[Status, str]]:
-        from cotkit.latex import answer_structure
-        from cotkit.timelimit import TimeLimitExceeded, WorkerCrashed, WorkerFailed
+        from cotkit import TimeLimitExceeded, WorkerCrashed, WorkerFailed, answer_structure
 
         if importlib.util.find_spec(_PARSER_DIST) is None:
             reason = f"{_PARSER_DIST} is not installed: pip install {_PARSER_DIST.replace('_', '-')}"
@@ -162,7 +159,7 @@ class MathEquiv(Verifier):
         return results
 
     def _get_pool(self) -> Any:
-        from cotkit.timelimit import WorkerPool
+        from cotkit import WorkerPool
 
         with self._lock:
             if self._pool is None:
@@ -198,15 +195,14 @@ def _number_option(options: dict, key: str, default: Any, kind: type, minimum: f
 
 @functools.lru_cache(maxsize=65536)
 def _normalize(s: str) -> str:
-    from cotkit.latex import normalize_answer
+    from cotkit import normalize_answer
 
     return normalize_answer(s)
 
 
 def _quick_decision(gold: str, pred: str) -> tuple[Status, str] | None:
     """Decide without sympy where that is safe: equal strings, plain numbers, words."""
-    from cotkit.answers import digit_limit
-    from cotkit.latex import is_plain_number, is_words
+    from cotkit import digit_limit, is_plain_number, is_words
 
     if gold == pred:
         return Status.CORRECT, "equal after normalization"
@@ -228,8 +224,7 @@ def _quick_decision(gold: str, pred: str) -> tuple[Status, str] | None:
 
 def _number_digits(s: str) -> int:
     """Digits of the longest number in a plain number or simple fraction (`-0012.5` has 3); 0 for anything else."""
-    from cotkit.answers import canonical_numeral, numeral_size
-    from cotkit.latex import is_plain_number
+    from cotkit import canonical_numeral, is_plain_number, numeral_size
 
     if is_plain_number(s):
         return numeral_size(canonical_numeral(s.lstrip("-")))
@@ -241,7 +236,7 @@ def _number_digits(s: str) -> int:
 
 
 def _canonical_decimal(s: str) -> str:
-    from cotkit.answers import canonical_numeral
+    from cotkit import canonical_numeral
 
     digits = canonical_numeral(s.lstrip("-"))
     return f"-{digits}" if s.startswith("-") and digits != "0" else digits
@@ -252,7 +247,7 @@ _SIMPLE_FRACTION = re.compile(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)
 
 def _rational(s: str) -> Fraction | None:
     """The exact value of `3`, `-0.25`, `\\frac{3}{4}`, `-\\frac{3}{4}` or `3/4`; None for anything else."""
-    from cotkit.latex import is_plain_number
+    from cotkit import is_plain_number
 
     if is_plain_number(s):
         return Fraction(s)

@@ -23,10 +23,24 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from cotkit import answers
-from cotkit.contracts import Verifier
-from cotkit.errors import ConfigError
-from cotkit.types import AnswerKind, Example, Sample, Status, Verdict
+from cotkit import (
+    AnswerKind,
+    ConfigError,
+    Example,
+    Number,
+    Sample,
+    Status,
+    Verdict,
+    Verifier,
+    cut_completion,
+    digit_limit,
+    format_number,
+    last_number,
+    normalize_label,
+    normalize_text,
+    parse_gold_number,
+    parse_number,
+)
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_FENCE_LANGS = {"", "python", "py", "python3", "python2", "pycon", "ipython"}
@@ -86,7 +100,7 @@ class ProgramVerifier(Verifier):
         self.preload = [m.strip() for m in (preload.split(",") if isinstance(preload, str) else preload) if m.strip()]
         self.isolation = options.get("isolation")
         if self.isolation is not None:
-            from cotkit.sandbox.isolation import requested_isolation
+            from cotkit import requested_isolation
 
             requested_isolation(str(self.isolation))  # a bad name fails here, not at the first batch
         self._sandbox: Any = None
@@ -117,7 +131,7 @@ class ProgramVerifier(Verifier):
             else:
                 todo.setdefault(found, []).append(i)
         if todo:
-            from cotkit.sandbox import Job
+            from cotkit import Job
 
             keys = list(todo)
             # MATH programs import sympy: once per worker instead of ~0.5 s of CPU per program
@@ -161,7 +175,7 @@ class ProgramVerifier(Verifier):
     # -- steps -------------------------------------------------------------------------------
 
     def _get_sandbox(self, sympy: bool = False) -> Any:
-        from cotkit.sandbox import Limits, Sandbox
+        from cotkit import Limits, Sandbox
 
         with self._lock:
             if sympy and "sympy" not in self.preload:
@@ -182,7 +196,7 @@ class ProgramVerifier(Verifier):
 
     def _judge(self, example: Example, result: Any) -> Verdict | None:
         """The verdict from a sandbox result; None for a MATH answer still to compare."""
-        from cotkit.sandbox import Outcome
+        from cotkit import Outcome
 
         where = f"[isolation {result.isolation}]"
         if result.outcome is Outcome.SANDBOX_ERROR:
@@ -202,7 +216,7 @@ class ProgramVerifier(Verifier):
         return _compare_text(example, answer, where)
 
     def _compare_number(self, example: Example, result: Any, answer: str, where: str) -> Verdict:
-        gold = answers.parse_gold_number(example.answer)
+        gold = parse_gold_number(example.answer)
         if gold is None:
             return Verdict(Status.ERROR, reason=f"example {example.id}: gold answer {example.answer!r} is not a number", score=0.0)
         got, why = _as_number(result)
@@ -212,7 +226,7 @@ class ProgramVerifier(Verifier):
         return Verdict(
             Status.CORRECT if ok else Status.INCORRECT,
             extracted=answer,
-            normalized=answers.format_number(got),
+            normalized=format_number(got),
             reason=f"ok: the program {'returned' if result.has_value else 'printed'} {answer[:80]} {where}",
             score=1.0 if ok else 0.0,
         )
@@ -224,12 +238,12 @@ class ProgramVerifier(Verifier):
 
     def _compare_math(self, samples: list[Sample], jobs: list[tuple[int, str, str]]) -> list[Verdict]:
         """Compare program answers with MATH gold answers through the `math_equiv` verifier."""
-        from cotkit.plugins import host
+        from cotkit import make_verifier
 
         with self._lock:
             if self._math is None:
-                self._math = host().get("verifier", "math_equiv")()
-        from cotkit.harness.verify import verify_samples
+                self._math = make_verifier("math_equiv")
+        from cotkit import verify_samples
 
         boxed = [Sample(example=samples[i].example, completion=f"\\boxed{{{answer}}}") for i, answer, _ in jobs]
         out = []
@@ -251,7 +265,7 @@ def extract_program(completion: str, stop: list[str] | tuple[str, ...] = (), ent
     else the completion itself when its first line is code. An indented body without its `def`
     (the prompt ended with `def solution():`) is wrapped in `def {entry}():`.
     """
-    text = answers.cut_completion(completion, stop)
+    text = cut_completion(completion, stop)
     blocks = [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in _CODE_FENCE_LANGS]
     blocks = [b for b in blocks if b.strip()]
     if blocks:
@@ -286,7 +300,7 @@ def _as_number(result: Any) -> tuple[Fraction | None, str]:
     """The program's answer as an exact number, or (None, why not)."""
     if not result.has_value:
         line = result.answer_text() or ""
-        n = answers.last_number(line)
+        n = last_number(line)
         return _value_of(n) if n is not None else (None, f"no number in the printed answer {line[:80]!r}")
     value = result.value
     if isinstance(value, list) and len(value) == 1:
@@ -300,18 +314,18 @@ def _as_number(result: Any) -> tuple[Fraction | None, str]:
             return None, f"returned {value}"
         return Fraction(repr(value)), ""  # the decimal it prints as: 18.0000001, not its binary value
     if isinstance(value, str) and result.value_type == "str":  # a string the program wrote: "$18.00"
-        n = answers.parse_number(value)
+        n = parse_number(value)
         return _value_of(n) if n is not None else (None, f"returned text that is not a number: {value[:80]!r}")
     if isinstance(value, str):  # another object as text: a Fraction's "3/4" counts, an object's repr does not
-        n = answers.parse_gold_number(value)
+        n = parse_gold_number(value)
         return _value_of(n) if n is not None else (None, f"returned a {result.value_type}, not a number")
     return None, f"returned a {result.value_type or type(value).__name__}, not a number"
 
 
-def _value_of(n: answers.Number) -> tuple[Fraction | None, str]:
+def _value_of(n: Number) -> tuple[Fraction | None, str]:
     """A number's exact value, or (None, why) for one too long to read as a value."""
     if n.value is None:
-        return None, f"the answer has {n.digits} digits, more than the {answers.digit_limit()} read as a number"
+        return None, f"the answer has {n.digits} digits, more than the {digit_limit()} read as a number"
     return n.value, ""
 
 
@@ -324,7 +338,7 @@ def _math_answer(result: Any) -> str:
     text = result.answer_text() or ""
     if result.has_value:
         return text
-    from cotkit.latex import extract_math_answer
+    from cotkit import extract_math_answer
 
     found = extract_math_answer(text)
     return found.text if found is not None else text
@@ -333,9 +347,9 @@ def _math_answer(result: Any) -> str:
 def _compare_text(example: Example, answer: str, where: str) -> Verdict:
     """CHOICE and TEXT tasks: labels or normalized words."""
     if AnswerKind(example.answer_kind) is AnswerKind.CHOICE:
-        ok = answers.normalize_label(answer) == answers.normalize_label(example.answer)
+        ok = normalize_label(answer) == normalize_label(example.answer)
     else:
-        ok = answers.normalize_text(answer) == answers.normalize_text(example.answer)
+        ok = normalize_text(answer) == normalize_text(example.answer)
     return Verdict(Status.CORRECT if ok else Status.INCORRECT, extracted=answer, reason=f"ok {where}", score=1.0 if ok else 0.0)
 
 
