@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # plugin registration
     "hookimpl": "cotkit.hookspecs",
+    "load_task": "cotkit.plugins",
     # contracts: what a plugin subclasses
     "Task": "cotkit.contracts",
     "Verifier": "cotkit.contracts",
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "completion_ids": "cotkit.harness.train",
     "Objective": "cotkit.harness.train",
     "WeightedSFT": "cotkit.harness.train",
+    "LossFnObjective": "cotkit.harness.train",
     "DPONLLObjective": "cotkit.harness.preference",
     "PreferencePair": "cotkit.harness.preference",
     # files: atomic writes, one JSONL reader, task data
@@ -214,7 +216,15 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.harness.preference import DPONLLObjective, PreferencePair
     from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample
     from cotkit.harness.stepsearch import BeamBackend, BeamSettings, make_step_scorer, prompt_key
-    from cotkit.harness.train import Objective, SFTConfig, TrainExample, WeightedSFT, completion_ids, render_prompt_ids
+    from cotkit.harness.train import (
+        LossFnObjective,
+        Objective,
+        SFTConfig,
+        TrainExample,
+        WeightedSFT,
+        completion_ids,
+        render_prompt_ids,
+    )
     from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples, wilson_interval
     from cotkit.hookspecs import hookimpl
     from cotkit.jsonl import append_jsonl_rows, atomic_write_jsonl, read_jsonl, read_jsonl_tolerant
@@ -228,6 +238,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         question_wants_order,
     )
     from cotkit.models import load_backend, resolve_model
+    from cotkit.plugins import load_task
     from cotkit.run import RunContext, is_main_process
     from cotkit.sandbox import Job, Limits, Outcome, Sandbox
     from cotkit.sandbox.isolation import requested_isolation

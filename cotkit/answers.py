@@ -33,6 +33,27 @@ from fractions import Fraction
 # ------------------------------------------------------------------------------ \boxed{...}
 
 
+def closing_brace(text: str, i: int) -> int | None:
+    """Index of the `}` that closes the `{` at text[i], nested braces respected; None when it never closes."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def _bare_token_end(text: str, i: int) -> int:
+    """End of the `\\boxed 5` form's argument: the token up to whitespace or `$`."""
+    j = i
+    while j < len(text) and not text[j].isspace() and text[j] != "$":
+        j += 1
+    return j
+
+
 def iter_boxed(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, content) of every complete `\\boxed{...}` / `\\fbox{...}`, in order of position."""
     boxes = list(re.finditer(r"\\(?:boxed|fbox)\b *", text))
@@ -51,10 +72,7 @@ def iter_boxed(text: str) -> Iterator[tuple[int, int, str]]:
         if i >= len(text):
             continue
         if text[i] != "{":
-            # `\boxed 5` form: the token up to whitespace or `$`
-            j = i
-            while j < len(text) and not text[j].isspace() and text[j] != "$":
-                j += 1
+            j = _bare_token_end(text, i)
             if j > i:
                 yield m.start(), j, text[i:j]
         elif i in closing:
@@ -77,20 +95,9 @@ def last_boxed(text: str) -> str | None:
     if i >= len(text):
         return None
     if text[i] != "{":
-        # `\boxed 5` form: the token up to whitespace or `$`
-        j = i
-        while j < len(text) and not text[j].isspace() and text[j] != "$":
-            j += 1
-        return text[i:j] or None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
+        return text[i : _bare_token_end(text, i)] or None
+    j = closing_brace(text, i)
+    return None if j is None else text[i + 1 : j]
 
 
 # ------------------------------------------------------------------------------ cutting
@@ -420,14 +427,6 @@ def _to_number(m: re.Match[str]) -> Number | None:
     except (InvalidOperation, ValueError, ZeroDivisionError):
         return None
     return Number(raw=raw, value=-value if sign else value, percent=percent)
-
-
-def iter_numbers(text: str) -> Iterator[Number]:
-    """Every number in text (after `clean_latex`), in order."""
-    for m in _NUMBER.finditer(clean_latex(text)):
-        n = _to_number(m)
-        if n is not None:
-            yield n
 
 
 def parse_number(span: str) -> Number | None:

@@ -17,27 +17,28 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterator, Sequence
-from dataclasses import MISSING, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
-from cotkit.errors import ConfigError, UnknownNameError, suggest
+from cotkit.errors import ConfigError, UnknownNameError
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~"}
-
-
-def option(default: Any = MISSING, *, help: str, choices: Sequence[Any] | None = None, default_factory: Any = MISSING):
-    """A dataclass field with help text (and optional allowed values) for `cotkit show` and flags."""
-    metadata: dict[str, Any] = {"help": help}
-    if choices is not None:
-        metadata["choices"] = tuple(choices)
-    if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
+# The option machinery is `cotkit.options`: it sits below the plugin contracts, which use it too.
+from cotkit.options import (
+    FALSE_WORDS,
+    NONE_WORDS,
+    TRUE_WORDS,
+    OptionInfo,
+    build,
+    coerce,
+    is_config_class,
+    iter_options,
+    option,
+    parse_key_values,
+    read_scalars,
+    to_dict,
+)
 
 # ------------------------------------------------------------------------------------ run-level
 
@@ -93,228 +94,7 @@ class TrainConfig:
         return dump_yaml(self.to_dict())
 
 
-# ------------------------------------------------------------------------------------ schemas
-
-
-@dataclass(frozen=True)
-class OptionInfo:
-    """One leaf option of a config dataclass, for flags, `cotkit show` and validation."""
-
-    path: tuple[str, ...]
-    type: Any
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None
-    required: bool
-
-    @property
-    def dotted(self) -> str:
-        """`sft.learning_rate`."""
-        return ".".join(self.path)
-
-    @property
-    def flag(self) -> str:
-        """`--sft.learning-rate`."""
-        return "--" + ".".join(p.replace("_", "-") for p in self.path)
-
-    def type_name(self) -> str:
-        """A short readable type: int, float, str, bool, list[str], ..."""
-        return _type_name(self.type)
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def is_config_class(tp: Any) -> bool:
-    """True for a dataclass type used as a nested config section."""
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def iter_options(cls: type, prefix: tuple[str, ...] = ()) -> Iterator[OptionInfo]:
-    """Every leaf option of a config dataclass, nested sections flattened to dotted paths."""
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        tp = hints[f.name]
-        path = (*prefix, f.name)
-        if is_config_class(tp):
-            yield from iter_options(tp, path)
-            continue
-        if f.default is not MISSING:
-            default, required = f.default, False
-        elif f.default_factory is not MISSING:
-            default, required = f.default_factory(), False
-        else:
-            default, required = None, True
-        yield OptionInfo(path, tp, default, f.metadata.get("help", ""), f.metadata.get("choices"), required)
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin in (Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        name = " | ".join(_type_name(a) for a in inner)
-        return f"{name} | None" if len(inner) < len(args) else name
-    if origin is Literal:
-        return "|".join(str(a) for a in args)
-    if origin in (list, tuple):
-        return f"list[{_type_name(args[0]) if args else 'str'}]"
-    if origin is dict:
-        return "KEY=VALUE"
-    return getattr(tp, "__name__", str(tp))
-
-
-# ----------------------------------------------------------------------------------- coercion
-
-
-def coerce(value: Any, tp: Any, where: str, choices: Sequence[Any] | None = None) -> Any:
-    """Convert a YAML or command-line value to the field's type; a bad value names `where`."""
-    out = _coerce(value, tp, where)
-    if choices is not None and out is not None and out not in choices:
-        raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
-    return out
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
-            if len(inner) < len(args):
-                return None
-            raise ConfigError(f"{where}: a value is required")
-        errors = []
-        for a in inner:
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a {_type_name(tp)}")
-    if origin is Literal:
-        for a in args:
-            if value == a or (isinstance(value, str) and str(a) == value):
-                return a
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip().replace("_", ""))
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
-        return str(value)
-    if origin in (list, tuple) or tp in (list, tuple):
-        item = args[0] if args else str
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if isinstance(value, str):
-            value = parse_key_value_list([value], where)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of KEY: VALUE, got {value!r}")
-        return dict(value)
-    return value
-
-
-def parse_key_value_list(items: Sequence[str], where: str) -> dict[str, Any]:
-    """['a=1', 'b=x'] -> {'a': 1, 'b': 'x'} (values read as YAML scalars)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where} {item!r}: expected KEY=VALUE")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        out[key.strip().replace("-", "_")] = parsed if isinstance(parsed, (str, int, float, bool)) or parsed is None else value
-    return out
-
-
-# --------------------------------------------------------------------------------- dict <-> obj
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """A config dataclass as a plain nested dict (in field order)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else _plain(v)
-    return out
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
-    """Construct a config dataclass from a nested dict of already-coerced values (defaults fill gaps)."""
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        tp = hints[f.name]
-        if is_config_class(tp):
-            kwargs[f.name] = build(tp, values.get(f.name, {}) or {}, f"{where}{f.name}.")
-        elif f.name in values:
-            kwargs[f.name] = values[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            flag = "--" + (where + f.name).replace("_", "-")
-            raise ConfigError(f"missing required option {flag} (or `{where}{f.name}:` in the config file)")
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"invalid {cls.__name__}: {e}") from e
+# ------------------------------------------------------------------------------------ merging
 
 
 def merge_into(cls: type, target: dict[str, Any], data: Any, source: str, prefix: tuple[str, ...] = ()) -> None:
@@ -324,7 +104,7 @@ def merge_into(cls: type, target: dict[str, Any], data: Any, source: str, prefix
         return
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {where_section} must be a mapping, got {type(data).__name__}")
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     fields_by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -337,7 +117,9 @@ def merge_into(cls: type, target: dict[str, Any], data: Any, source: str, prefix
             sub = target.setdefault(key, {})
             merge_into(tp, sub, value, source, path)
         else:
-            target[key] = coerce(value, tp, f"{source}: {'.'.join(path)}", f.metadata.get("choices"))
+            meta = f.metadata
+            where = f"{source}: {'.'.join(path)}"
+            target[key] = coerce(value, tp, where, meta.get("choices"), meta.get("minimum"), meta.get("maximum"))
 
 
 def set_path(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
@@ -453,7 +235,7 @@ def parse_flags(tokens: Sequence[str], method_name: str, method_cls: type) -> li
         if eq:
             raw = value
             i += 1
-        elif base is bool and (i + 1 >= len(tokens) or tokens[i + 1].strip().lower() not in _TRUE | _FALSE | _NONE):
+        elif base is bool and (i + 1 >= len(tokens) or tokens[i + 1].strip().lower() not in TRUE_WORDS | FALSE_WORDS | NONE_WORDS):
             raw = True
             i += 1
         elif base is dict:
@@ -482,22 +264,18 @@ def _bare(tp: Any) -> Any:
 # ------------------------------------------------------------------------------------ resolve
 
 
-def method_class(name: str) -> type:
-    """The registered Method class of that name (its `Config` holds its options)."""
-    from cotkit.plugins import host
-
-    return host().get("method", name)
-
-
 def resolve(
     tokens: Sequence[str] = (),
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     method_cls: type | None = None,
+    find_method: Callable[[str], type] | None = None,
 ) -> TrainConfig:
     """Defaults < the YAML file < `overrides` (run-level values from declared CLI options) < `tokens`.
 
     `tokens` are the remaining command-line options (`--iterations 3 --sft.learning-rate 1e-5`).
+    The method's class is `method_cls`, else `find_method(name)`: the caller's plugin registry
+    (this module reads none), which also tells a YAML section of another method from a typo.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     data = load_yaml(config_file) if config_file else {}
@@ -507,7 +285,7 @@ def resolve(
         raise ConfigError("missing required option --method (or `method:` in the config file)")
     method_name = str(method_name)
     if method_cls is None:
-        method_cls = method_class(method_name)
+        method_cls = _find_method(find_method, method_name)
     mcfg_cls = getattr(method_cls, "Config", None)
     if not is_config_class(mcfg_cls):
         raise ConfigError(f"method {method_name!r} has no Config dataclass")
@@ -523,7 +301,7 @@ def resolve(
             merge_into(RunConfig, run_values, {key: value}, source)
         else:
             try:
-                if key != method_name and isinstance(value, dict) and method_class(key):
+                if key != method_name and isinstance(value, dict) and find_method is not None and find_method(key):
                     raise ConfigError(
                         f"{source}: options for method {key!r} given, but the method is {method_name!r}"
                     )
@@ -534,7 +312,7 @@ def resolve(
     run_infos = {o.path[0]: o for o in iter_options(RunConfig)}
     for key, value in overrides.items():
         info = run_infos[key]
-        run_values[key] = coerce(value, info.type, f"--{key.replace('_', '-')}", info.choices)
+        run_values[key] = info.coerce(value, f"--{key.replace('_', '-')}")
 
     for flag in parse_flags(tokens, method_name, mcfg_cls):
         info = flag.info
@@ -542,9 +320,9 @@ def resolve(
         current_target = run_values if flag.section == "run" else method_values
         if _bare(info.type) is dict:
             prev = _get_path(current_target, info.path) or {}
-            value = {**prev, **parse_key_value_list([flag.raw], where)}
+            value = {**prev, **read_scalars(parse_key_values([flag.raw], where))}
         else:
-            value = coerce(flag.raw, info.type, where, info.choices)
+            value = info.coerce(flag.raw, where)
         set_path(current_target, info.path, value)
 
     if run_values.get("method", method_name) != method_name:
@@ -559,6 +337,12 @@ def resolve(
     return TrainConfig(run=run, method=method_cfg)
 
 
+def _find_method(find_method: Callable[[str], type] | None, name: str) -> type:
+    if find_method is None:
+        raise TypeError("pass the method's class (method_cls) or a registry lookup (find_method)")
+    return find_method(name)
+
+
 def _get_path(d: dict[str, Any], path: Sequence[str]) -> Any:
     for p in path:
         if not isinstance(d, dict) or p not in d:
@@ -567,13 +351,15 @@ def _get_path(d: dict[str, Any], path: Sequence[str]) -> Any:
     return d
 
 
-def from_saved(data: dict[str, Any], source: str, method_cls: type | None = None) -> TrainConfig:
-    """Rebuild a TrainConfig from a run directory's config.yaml contents."""
+def from_saved(
+    data: dict[str, Any], source: str, method_cls: type | None = None, find_method: Callable[[str], type] | None = None
+) -> TrainConfig:
+    """Rebuild a TrainConfig from a run directory's config.yaml contents (the method found as in `resolve`)."""
     method_name = str(data.get("method") or "")
     if not method_name:
         raise ConfigError(f"{source}: no `method:` key")
     if method_cls is None:
-        method_cls = method_class(method_name)
+        method_cls = _find_method(find_method, method_name)
     run_values: dict[str, Any] = {}
     method_values: dict[str, Any] = {}
     for key, value in data.items():
@@ -612,9 +398,3 @@ def _flat_options(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def closest_flags(name: str, method_name: str, method_cls: type) -> list[str]:
-    """Known flags close to `name` (for messages outside the parser)."""
-    table = option_table(method_name, method_cls)
-    return ["--" + s for s in suggest(name.lstrip("-"), table)]

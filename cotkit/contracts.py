@@ -3,6 +3,13 @@
 A plugin registers the class (not an instance), so nothing heavy is built at import time. The
 class attributes `name` and `description` are what `cotkit plugins` lists; `description`
 defaults to the first line of the class docstring.
+
+Every kind declares its options the same way: a `Config` dataclass whose fields are made with
+`option(default, help=...)` (`cotkit show NAME` lists them). A method's options are resolved with
+the run's (`cotkit.config`); a task, verifier, step scorer or backend gets its options as keyword
+arguments (`-O`, `-B`, `-S KEY=VALUE` text, YAML values or Python values), and the contract's
+constructor checks and types them into `self.config`. A plugin without options keeps the
+default, `NoOptions`, and refuses any.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cotkit.errors import ConfigError, DataError, UnknownNameError
+from cotkit.options import NoOptions, plugin_config
 from cotkit.types import Example, Prompt, Sample, Verdict
 
 PROMPT_STYLES = ("fewshot", "zeroshot", "chat")
@@ -24,6 +32,8 @@ class Plugin:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: The plugin's options: a dataclass of `option(...)` fields (`NoOptions`: it takes none).
+    Config: ClassVar[type] = NoOptions
 
     @classmethod
     def summary(cls) -> str:
@@ -57,8 +67,6 @@ class Task(Plugin):
     group: ClassVar[bool] = False
     default_subset: ClassVar[str | None] = None
     default_verifier: ClassVar[str] = "exact_match"
-    #: Options accepted through `--task-option KEY=VALUE`, with help text.
-    options: ClassVar[dict[str, str]] = {}
     #: Fields an input row must have in the publisher's format (checked by `cotkit score`).
     row_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -74,15 +82,14 @@ class Task(Plugin):
             raise UnknownNameError(f"{self.name} subset", subset, self.subsets)
         if subset is None and self.subsets and not self.group:
             subset = self.default_subset
-        unknown = set(options) - set(self.options)
-        if unknown:
-            key = sorted(unknown)[0]
-            raise UnknownNameError(f"option of task {self.name}", key, self.options)
+        #: The task's options (`-O KEY=VALUE`, `task_options:`), typed by its `Config`.
+        self.config = plugin_config(self.Config, options, f"task {self.name}")
+        #: The options as given, for building the same task again (a group's members, lm-eval's docs).
+        self.task_options = dict(options)
         self.subset = subset
         self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.split_seed = split_seed
         self.dev_size = dev_size
-        self.task_options = dict(options)
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -90,12 +97,6 @@ class Task(Plugin):
     def full_name(self) -> str:
         """`name` or `name:subset`, the string that addresses this task."""
         return f"{self.name}:{self.subset}" if self.subset else self.name
-
-    def member_subsets(self) -> list[str | None]:
-        """The subsets a group task covers, or `[self.subset]`."""
-        if self.group and self.subset is None:
-            return list(self.subsets)
-        return [self.subset]
 
     # -- data --------------------------------------------------------------------------------
 
@@ -137,12 +138,6 @@ class Task(Plugin):
         """How a rationale in this task states its final answer (used for training targets)."""
         return f"The answer is {example.answer}."
 
-    # -- lm-eval -----------------------------------------------------------------------------
-
-    def lm_eval_config(self) -> dict[str, Any] | None:
-        """An lm-eval task definition for this task, or None if it has none."""
-        return None
-
 
 def default_dev_size(n_train: int) -> int:
     """The dev slice carved from a training split of n rows: 10%, between 1 and 500."""
@@ -166,6 +161,9 @@ class Verifier(Plugin):
     """Turns completions into verdicts. Batch-shaped: a list of samples in, a list of verdicts out."""
 
     def __init__(self, **options: Any):
+        #: The verifier's options, typed by its `Config`.
+        self.config = plugin_config(self.Config, options, f"verifier {self.name}")
+        #: The options as given.
         self.options = options
 
     def verify(self, samples: list[Sample]) -> list[Verdict]:
@@ -183,6 +181,9 @@ class StepScorer(Plugin):
     step_unit: ClassVar[str] = "text"
 
     def __init__(self, **options: Any):
+        #: The step scorer's options (`-S KEY=VALUE`), typed by its `Config`.
+        self.config = plugin_config(self.Config, options, f"step scorer {self.name}")
+        #: The options as given.
         self.options = options
 
     def split(self, completion: str, example: Example | None = None) -> list[str]:
@@ -237,6 +238,9 @@ class Backend(Plugin):
 
     def __init__(self, model: str, **options: Any):
         self.model_name = model
+        #: The backend's options (`-B KEY=VALUE`, `backend_options:`), typed by its `Config`.
+        self.config = plugin_config(self.Config, options, f"backend {self.name}")
+        #: The options as given.
         self.options = options
 
     def generate(
@@ -267,7 +271,6 @@ class Backend(Plugin):
 class Method(Plugin):
     """A training method: a `Config` dataclass of options and a `run(ctx)` outer loop."""
 
-    Config: ClassVar[type] = object
     #: The paper the method follows, shown by `cotkit show`.
     paper: ClassVar[str] = ""
 

@@ -113,11 +113,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json_text(obj))
 
 
-def append_jsonl(path: str | Path, row: Any) -> None:
-    """Append one row and fsync (for logs where a torn last line is tolerated by the reader)."""
-    append_jsonl_rows(path, [row])
-
-
 def append_jsonl_rows(path: str | Path, rows: Iterable[Any]) -> None:
     """Append rows and fsync once (a crash can tear only the last line, which `read_jsonl_tolerant` skips)."""
     path = Path(path)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cotkit.answers import cut_completion, digit_limit, last_boxed
+from cotkit.answers import closing_brace, cut_completion, digit_limit, last_boxed
 
 #: Markers of a next problem in MATH-style prompts (Minerva "Problem:", PRM800K), besides the shared ones.
 MATH_CUT_MARKERS: tuple[str, ...] = ("\n\nProblem:", "\nProblem:", "\n\nQuestion:", "\nQuestion:")
@@ -295,15 +295,8 @@ def _read_arg(s: str, i: int) -> tuple[str, int] | None:
     if i >= len(s):
         return None
     if s[i] == "{":
-        depth = 0
-        for j in range(i, len(s)):
-            if s[j] == "{":
-                depth += 1
-            elif s[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return s[i + 1 : j], j + 1
-        return None
+        j = closing_brace(s, i)
+        return None if j is None else (s[i + 1 : j], j + 1)
     if s[i] == "\\":
         m = re.match(r"\\[a-zA-Z]+", s[i:])
         if m:

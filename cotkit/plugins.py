@@ -245,20 +245,23 @@ def _describe(provider: Provider, cls: type) -> str:
 
 
 _host: PluginHost | None = None
-_host_files: tuple[str, ...] = ()
 
 
 def configure(plugin_files: list[str | Path] = ()) -> PluginHost:
     """Build the process-wide plugin host (the CLI calls this once with `--plugin` files)."""
-    global _host, _host_files
+    global _host
     _host = PluginHost(plugin_files)
-    _host_files = tuple(str(p) for p in plugin_files)
     return _host
 
 
 def host() -> PluginHost:
     """The process-wide plugin host, built on first use."""
     return _host if _host is not None else configure()
+
+
+def load_task(spec: str, **options: Any) -> Task:
+    """The task `name` or `name:subset` with its options (`data_dir=`, `dev_size=`, task options)."""
+    return host().task(spec, **options)
 
 
 def reset() -> None:
