@@ -57,3 +57,13 @@ def test_importing_cotkit_stays_light():
     code = "import cotkit, sys; print(sorted(m for m in ('torch', 'transformers', 'rich', 'yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_readme_lists_exactly_the_public_api():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Writing a plugin", 1)[1].split("\n## ", 1)[0]
+    table = section.split("| group | names |", 1)[1].split("\n\n", 1)[0]
+    import re
+
+    listed = {name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[2])}
+    assert listed == set(cotkit.__all__) - {"__version__"}
