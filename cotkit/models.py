@@ -116,6 +116,13 @@ def resolve_model(spec: str, download: bool = True) -> str:
     return resolve_hub_id(spec)
 
 
+def resolve_model_path(spec: str) -> str:
+    """`resolve_model`, except that an existing folder is used as given (not checked, not made absolute)."""
+    if Path(spec).is_dir():
+        return spec
+    return str(resolve_model(spec))
+
+
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~", ".\\")) or spec.count("/") > 1 or "\\" in spec
 

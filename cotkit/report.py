@@ -59,7 +59,7 @@ def accuracy_of(ev: dict[str, Any] | None) -> tuple[float, float, float, int] | 
         return None
     n, correct = ev.get("n"), ev.get("correct")
     if isinstance(n, int) and isinstance(correct, int) and n > 0:
-        from cotkit.harness.verify import wilson_interval
+        from cotkit.stats import wilson_interval
 
         low, high = wilson_interval(correct, n)
         return correct / n, low, high, n

@@ -7,6 +7,7 @@ against the method's Config dataclass; `cotkit show METHOD` lists them.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -48,8 +49,10 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train with a method (sample, verify, fine-tune, evaluate) in a resumable run directory."""
+    from cotkit.cli.state import options as global_options
     from cotkit.config import load_yaml, resolve
     from cotkit.console import out
+    from cotkit.plugins import host
     from cotkit.run import default_output_dir
 
     tokens = _strip_globals(list(ctx.args))
@@ -65,7 +68,7 @@ def train(
         config_file = output_dir / "config.yaml"
         if method is None:
             overrides["method"] = load_yaml(config_file).get("method")
-    resolved = resolve(tokens, config_file, overrides)
+    resolved = resolve(tokens, config_file, overrides, find_method=partial(host().get, "method"))
     if resolved.run.output_dir is None:
         resolved.run.output_dir = str(default_output_dir(resolved))
     if dry_run:
@@ -76,7 +79,9 @@ def train(
     from cotkit.report import iteration_rows, iteration_table
     from cotkit.run import execute
 
-    run_ctx = execute(resolved, resume=resume, argv=["cotkit", *sys.argv[1:]])
+    run_ctx = execute(
+        resolved, resume=resume, argv=["cotkit", *sys.argv[1:]], data_dir=global_options.data_dir, plugin_files=global_options.plugin_files
+    )
     rows = iteration_rows(run_ctx.metrics_rows())
     if not out.is_terminal:  # on a terminal the run has just shown this table
         out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))

@@ -176,7 +176,7 @@ class DPONLLObjective(Objective):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from cotkit.harness.train import resolve_model_path
+        from cotkit.models import resolve_model_path
 
         try:
             ref = AutoModelForCausalLM.from_pretrained(resolve_model_path(self.reference_path), dtype=torch.float32)

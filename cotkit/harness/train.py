@@ -316,17 +316,6 @@ def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def resolve_model_path(spec: str) -> str:
-    """A local folder or hub id for a model spec (aliases and .gguf files through cotkit.models)."""
-    if Path(spec).is_dir():
-        return spec
-    try:
-        from cotkit.models import resolve_model
-    except ImportError:
-        return spec
-    return str(resolve_model(spec))
-
-
 def load_causal_lm(path: str, precision: str = "fp32") -> tuple[Any, Any]:
     """Model (fp32 master weights) and tokenizer from a folder or hub id."""
     import torch
@@ -402,6 +391,8 @@ def train(
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     _quiet_transformers()
+    from cotkit.models import resolve_model_path
+
     base, tokenizer = load_causal_lm(resolve_model_path(model))
     features = objective.features(tokenizer, items, config.max_length)
     dropped = len(items) - len(features)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
 from cotkit.contracts import Task, Verifier
 from cotkit.errors import CotkitError
+from cotkit.stats import wilson_interval
 from cotkit.types import Sample, Status, Verdict
 
 
@@ -64,17 +64,6 @@ def _checked(got: Any, expected: int) -> list[Verdict]:
 
 def _error_verdict(verifier: Verifier, e: Exception) -> Verdict:
     return Verdict(Status.ERROR, reason=f"verifier {verifier.name} failed: {type(e).__name__}: {str(e)[:500]}")
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (sound at 0, n and small n, unlike the normal one)."""
-    if n <= 0:
-        return 0.0, 0.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summarize(verdicts: list[Verdict]) -> dict[str, Any]:
