@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
     "verify_samples": "cotkit.harness.verify",
     "sample_row": "cotkit.harness.verify",
     "summarize": "cotkit.harness.verify",
-    "wilson_interval": "cotkit.harness.verify",
+    "wilson_interval": "cotkit.stats",
     "evaluate": "cotkit.harness.evaluate",
     "greedy_accuracy": "cotkit.harness.iterate",
     "BeamBackend": "cotkit.harness.stepsearch",
@@ -225,7 +225,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         completion_ids,
         render_prompt_ids,
     )
-    from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples, wilson_interval
+    from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples
     from cotkit.hookspecs import hookimpl
     from cotkit.jsonl import append_jsonl_rows, atomic_write_jsonl, read_jsonl, read_jsonl_tolerant
     from cotkit.latex import (
@@ -242,6 +242,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.run import RunContext, is_main_process
     from cotkit.sandbox import Job, Limits, Outcome, Sandbox
     from cotkit.sandbox.isolation import requested_isolation
+    from cotkit.stats import wilson_interval
     from cotkit.steps import TEXT_UNITS, program_source, split_program, split_text
     from cotkit.timelimit import TimeLimitExceeded, WorkerCrashed, WorkerFailed, WorkerPool
     from cotkit.types import AnswerKind, Choice, Example, Message, Prompt, Sample, Status, Verdict

@@ -27,6 +27,12 @@ _serve
 import cotkit
 
 cotkit.__getattr__, cotkit.__dir__
+# public API names no module of this repository calls (cotkit/__init__.py maps them by string)
+cotkit.load_task
 
 # http.server.BaseHTTPRequestHandler calls these (the test's OpenAI-compatible server)
 _.do_GET, _.do_POST, _.log_message
+
+# inspect.signature reads it: Typer takes `cotkit eval`'s options from the signature
+# cotkit.cli.options.with_settings_options gives the command
+_.__signature__
