@@ -1,20 +1,14 @@
-"""Helpers shared by commands: building tasks from CLI strings, parsing KEY=VALUE options."""
+"""Helpers shared by commands: building tasks from CLI strings, parsing KEY=VALUE options.
+
+The options themselves are declared in `cotkit.cli.options`.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import typer
-
 from cotkit.contracts import Task
 from cotkit.errors import ConfigError
-
-TASK_OPTION = typer.Option(
-    None, "--task-option", "-O", help="A task option KEY=VALUE (repeatable), e.g. -O level=5 -O subject=algebra."
-)
-BACKEND_OPTION = typer.Option(
-    None, "--backend-option", "-B", help="A backend option KEY=VALUE (repeatable), e.g. -B device=cpu -B dtype=bfloat16."
-)
 
 
 def parse_key_values(items: Optional[list[str]], flag: str) -> dict[str, Any]:

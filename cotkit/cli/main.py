@@ -1,6 +1,8 @@
-"""Entry point: pre-scan global options, load plugins, build the Typer app, run it.
+"""Entry point: the global options, the Typer app with every command (plugins' too), and `main`.
 
-Plugins load before Typer parses the command line because plugin files may add commands.
+The global options are declared and parsed here only, by the root command, and kept in
+`cotkit.cli.state.options`. Plugin files may add commands, so the root loads the plugins when it
+first looks a command up: by then click has parsed the root's options (and only the root's).
 """
 
 from __future__ import annotations
@@ -8,9 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from cotkit import __version__
 from cotkit.cli import state
@@ -21,22 +24,26 @@ HELP = (
     "Tasks, verifiers, backends and methods are plugins; `cotkit plugins` lists them."
 )
 
+# `--help` lists the commands while the options are parsed, as soon as click reaches it: --plugin
+# and --debug are eager so that they are read first (when they come before --help).
+PluginFiles = Annotated[
+    Optional[list[str]], typer.Option("--plugin", metavar="FILE", is_eager=True, help="Load a single-file plugin (repeatable).")
+]
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder of the publishers' data files (else $COTKIT_DATA_DIR, else the hub)."),
+]
+Debug = Annotated[bool, typer.Option("--debug", is_eager=True, help="Show tracebacks instead of one-line errors.")]
+Version = Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
+
 
 def _root_callback(
-    ctx: typer.Context,
-    plugin: Optional[list[Path]] = typer.Option(None, "--plugin", help="Load a single-file plugin (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="Folder of the publishers' data files (else $COTKIT_DATA_DIR, else the hub)."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ctx: typer.Context, plugin: PluginFiles = None, data_dir: DataDir = None, debug: Debug = False, version: Version = False
 ) -> None:
+    # The options were stored by `_RootGroup` when it looked the command up (see `_remember_global_options`).
     if version:
         typer.echo(f"cotkit {__version__}")
         raise typer.Exit()
-    state.options.debug = debug
-    if data_dir is not None:
-        state.options.data_dir = data_dir
     if ctx.invoked_subcommand is None:
         from cotkit.cli.usage import missing_command
 
@@ -44,33 +51,54 @@ def _root_callback(
         ctx.fail(missing_command(ctx))
 
 
+def _debug_from_environment() -> bool:
+    return bool(os.environ.get("COTKIT_DEBUG"))
+
+
+def _remember_global_options(params: dict[str, Any]) -> None:
+    """Keep the root's parsed options where commands and runs read them."""
+    state.options = state.GlobalOptions(
+        debug=bool(params.get("debug")) or _debug_from_environment(),
+        data_dir=params.get("data_dir"),
+        plugin_files=list(params.get("plugin") or []),
+    )
+
+
+class _RootGroup(TyperGroup):
+    """`cotkit`: loads the plugins, and adds their commands, before the first command look-up."""
+
+    _plugins_loaded = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load_plugins(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        self._load_plugins(ctx)
+        return super().get_command(ctx, cmd_name)
+
+    def _load_plugins(self, ctx: Any) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        _remember_global_options(ctx.params)
+        from cotkit import plugins
+
+        host = plugins.configure(state.options.plugin_files)
+        plugin_app = typer.Typer()
+        host.add_commands(plugin_app)
+        for name, command in typer.main.get_group(plugin_app).commands.items():
+            self.add_command(command, name)
+
+
 def build_app() -> typer.Typer:
-    """The Typer app with every built-in command (plugin commands are added by `main`)."""
+    """The Typer app with every built-in command (plugins add theirs when it runs)."""
     from cotkit.cli import commands
 
-    app = typer.Typer(help=HELP, add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(cls=_RootGroup, help=HELP, add_completion=False, pretty_exceptions_enable=False)
     app.callback(invoke_without_command=True)(_root_callback)
     commands.register_all(app)
     return app
-
-
-def _prescan(argv: list[str]) -> tuple[list[str], bool, Optional[str]]:
-    """Plugin files, --debug and --data-dir from argv, before Typer parses it."""
-    files, debug, data_dir = [], False, None
-    it = iter(range(len(argv)))
-    for i in it:
-        arg = argv[i]
-        if arg == "--debug":
-            debug = True
-        elif arg == "--plugin" and i + 1 < len(argv):
-            files.append(argv[i + 1])
-        elif arg.startswith("--plugin="):
-            files.append(arg.split("=", 1)[1])
-        elif arg == "--data-dir" and i + 1 < len(argv):
-            data_dir = argv[i + 1]
-        elif arg.startswith("--data-dir="):
-            data_dir = arg.split("=", 1)[1]
-    return files, debug, data_dir
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -78,21 +106,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     from cotkit.cli import usage
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    files, debug, data_dir = _prescan(argv)
-    debug = debug or bool(os.environ.get("COTKIT_DEBUG"))
-    state.options.debug = debug
-    state.options.plugin_files = files
-    state.options.data_dir = Path(data_dir) if data_dir else None
+    state.options = state.GlobalOptions(debug=_debug_from_environment())  # until the root's options are parsed
     try:
-        from cotkit import plugins
-
-        host = plugins.configure(files)
         app = build_app()
-        host.add_commands(app)
         result = app(args=argv, prog_name="cotkit", standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except CotkitError as e:
-        if debug:
+        if state.options.debug:
             raise
         typer.secho(f"error: {e}", err=True, fg="red")
         sys.exit(e.exit_code)
@@ -102,7 +122,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         typer.echo("Aborted.", err=True)
         sys.exit(130)
     except usage.click_error_types() as e:
-        if debug:
+        if state.options.debug:
             raise
         typer.secho(usage.one_line(e), err=True, fg="red")
         sys.exit(e.exit_code)

@@ -7,11 +7,13 @@ from typing import Optional
 
 import typer
 
+from cotkit.cli import options
+
 app = typer.Typer(help="Model aliases, the converted-model cache, and fetching models ahead of time.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_models(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def list_models(json_output: options.Json = False) -> None:
     """Model aliases (and whether each is cached) and every converted GGUF model in the cache."""
     from cotkit.console import out, print_json
     from cotkit.errors import ModelError

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from cotkit.cli import options
 
-def plugins(json_output: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
+
+def plugins(json_output: options.Json = False) -> None:
     """List registered plugins with their provider, version and description."""
     from cotkit import plugins as plugin_host
     from cotkit.console import out, print_json

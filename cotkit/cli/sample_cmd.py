@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from cotkit.cli.common import BACKEND_OPTION, TASK_OPTION
+from cotkit.cli import options
+from cotkit.models import DEFAULT_MODEL
 
 
 def sample_command(
-    task: str = typer.Option(..., "--task", "-t", help="Task, e.g. gsm8k, bbh:date_understanding, math500, arc:challenge."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Hub id, local HF folder, .gguf file or alias."),
-    n: int = typer.Option(4, "--n", "-n", help="Samples per question."),
-    limit: int = typer.Option(5, "--limit", "-l", help="Sample the first N questions of the split."),
-    every_question: bool = typer.Option(False, "--all", help="Sample every question of the split (instead of --limit)."),
-    temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy decoding."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the smallest token set with this mass."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens generated per sample."),
-    style: str = typer.Option("fewshot", "--style", help="Prompt style: fewshot, zeroshot or chat."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split (default: the task's held-out split, usually test)."),
-    backend: str = typer.Option("hf", "--backend", "-b", help="Sampling backend (hf, vllm, or a plugin's)."),
-    seed: int = typer.Option(0, "--seed", help="Run seed; each sample's seed derives from it, the question id and the sample index."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows decoded together (default: the backend's auto)."),
-    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier (default: the task's)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the samples as JSONL (cotkit score format + verdicts)."),
-    include_prompt: bool = typer.Option(False, "--include-prompt", help="Also write each sample's prompt to the JSONL."),
-    show_prompt: bool = typer.Option(False, "--show-prompt", help="Print each question's full prompt."),
-    width: int = typer.Option(400, "--width", help="Characters of each completion shown in the table (0: all)."),
-    task_option: Optional[list[str]] = TASK_OPTION,
-    backend_option: Optional[list[str]] = BACKEND_OPTION,
+    task: options.Task,
+    model: options.Model = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option("--n", "-n", help="Samples per question.")] = 4,
+    limit: options.Limit = 5,
+    every_question: Annotated[bool, typer.Option("--all", help="Sample every question of the split (instead of --limit).")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 is greedy decoding.")] = 0.7,
+    top_p: options.TopP = 1.0,
+    max_new_tokens: options.MaxNewTokens = 256,
+    style: options.Style = "fewshot",
+    split: Annotated[Optional[str], typer.Option("--split", help="Split (default: the task's held-out split, usually test).")] = None,
+    backend: options.Backend = "hf",
+    seed: options.Seed = 0,
+    batch_size: options.BatchSize = None,
+    verifier: options.Verifier = None,
+    output: options.Output = None,
+    include_prompt: Annotated[bool, typer.Option("--include-prompt", help="Also write each sample's prompt to the JSONL.")] = False,
+    show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print each question's full prompt.")] = False,
+    width: Annotated[int, typer.Option("--width", help="Characters of each completion shown in the table (0: all).")] = 400,
+    task_option: options.TaskOptions = None,
+    backend_option: options.BackendOptions = None,
 ) -> None:
     """Sample completions, verify them, show each question's completions with verdicts; save with --output."""
     from cotkit.cli.common import make_task, parse_key_values

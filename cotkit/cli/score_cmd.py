@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
-from cotkit.cli.common import TASK_OPTION
+from cotkit.cli import options
 
 
 def score(
-    task: str = typer.Option(..., "--task", "-t", help="Task name, e.g. gsm8k, bbh:date_understanding, math500."),
-    input: Path = typer.Option(..., "--input", "-i", help="JSONL: the task's raw fields plus `completion`."),
-    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier (default: the task's)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write input rows plus verdicts here."),
-    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-    task_option: Optional[list[str]] = TASK_OPTION,
+    task: options.Task,
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: the task's raw fields plus `completion`.")],
+    verifier: options.Verifier = None,
+    output: options.Output = None,
+    json_output: options.Json = False,
+    task_option: options.TaskOptions = None,
 ) -> None:
     """Score completions: a verdict per row and a summary (accuracy over all n rows; unparseable, timeout, error counts)."""
     from cotkit.cli.common import make_task

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from cotkit.cli import options
+
 EPILOG = (
     "Method options are flags too: `--iterations 3 --sft.learning-rate 1e-5`; `cotkit show METHOD` "
     "lists them with defaults and help. Run options: --backend, --backend-option K=V, --task-option K=V, "
@@ -21,28 +23,12 @@ EPILOG = (
     "DeepSpeed through an accelerate config file), `torchrun --nproc_per_node N -m cotkit train ...` (CPUs)."
 )
 
-#: Global options the entry point reads before Typer parses (they may follow the command).
-_GLOBAL_FLAGS = {"--debug": 0, "--plugin": 1}
-
-
-def _strip_globals(tokens: list[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(tokens):
-        tok = tokens[i]
-        name = tok.split("=", 1)[0]
-        if name in _GLOBAL_FLAGS:
-            i += 1 + (_GLOBAL_FLAGS[name] if "=" not in tok else 0)
-            continue
-        out.append(tok)
-        i += 1
-    return out
-
 
 def train(
     ctx: typer.Context,
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Training method, e.g. star (`cotkit plugins`)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task, e.g. gsm8k, bbh:sports_understanding."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model: alias (smollm2-135m), hub id, folder or .gguf."),
+    task: options.Task = None,
+    model: options.TrainModel = None,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of options (flags override it)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/<method>-<task>-<model>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last completed phase."),
@@ -55,7 +41,8 @@ def train(
     from cotkit.plugins import host
     from cotkit.run import default_output_dir
 
-    tokens = _strip_globals(list(ctx.args))
+    tokens = list(ctx.args)
+    _refuse_global_options(ctx, tokens)
     overrides = {"method": method, "task": task, "model": model, "output_dir": str(output_dir) if output_dir else None}
     config_file = config
     if resume and output_dir is not None:
@@ -94,6 +81,25 @@ def train(
         for variant, ev in (r.get("heldout_variants") or {}).items():
             out.print(f"{ev.get('split', 'held-out')} accuracy, {who}, {ev.get('decoding') or variant}: {fmt_acc(ev)}")
     out.print(f"report: {run_ctx.path / 'report.md'}")
+
+
+def _refuse_global_options(ctx: typer.Context, tokens: list[str]) -> None:
+    """A global option after `train` (other than a run option such as --data-dir) says where it goes.
+
+    Click parses the global options before the command only; without this, `--debug` here would
+    be an unknown method option.
+    """
+    import dataclasses
+
+    from cotkit.config import RunConfig
+    from cotkit.errors import ConfigError
+
+    run_flags = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(RunConfig)}
+    global_flags = {flag for param in ctx.find_root().command.params for flag in param.opts} - run_flags
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        if flag in global_flags:
+            raise ConfigError(f"{flag} is a global option: put it before the command (`cotkit {flag} ... train ...`)")
 
 
 def register(app: typer.Typer) -> None:

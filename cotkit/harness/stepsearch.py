@@ -31,6 +31,7 @@ from typing import Any
 
 from cotkit.contracts import Backend, Generation, SamplingParams, StepScorer
 from cotkit.errors import ConfigError
+from cotkit.options import option
 from cotkit.types import Example, Prompt
 
 AGGREGATES = ("min", "prod", "last")
@@ -140,19 +141,21 @@ def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> in
 class BeamSettings:
     """How step-level beam search runs."""
 
-    beam_width: int = 4
-    #: Candidate next steps sampled from each live beam (the first step samples beam_width x expand).
-    expand: int = 4
-    max_steps: int = 24
-    #: Tokens one generated line may take (a longer line is continued in the next step).
-    step_tokens: int = 96
+    # The options `cotkit eval` shows for beam search take their defaults and help from these fields.
+    beam_width: int = option(4, help="Beams kept at every step of beam search.")
+    expand: int = option(
+        4, help="Candidate next steps sampled from each live beam (the first step samples beam width x expand)."
+    )
+    max_steps: int = option(24, help="Steps at most per solution.")
+    step_tokens: int = option(96, help="Tokens one generated line may take (a longer line is continued in the next step).")
     #: Tokens a whole solution may take.
     max_new_tokens: int = 512
     temperature: float = 0.7
     top_p: float = 1.0
     aggregate: str = "min"
-    #: Weight of the model's mean token log-probability in a beam's score (0: step scores only).
-    logprob_weight: float = 0.0
+    logprob_weight: float = option(
+        0.0, help="Weight of the model's mean token log-probability in a beam's score (0: step scores only)."
+    )
     #: Lines generated at most to complete one program statement.
     max_lines_per_step: int = 8
     seed: int = 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cotkit.contracts import Backend, Task
-from cotkit.errors import CotkitError
+from cotkit.errors import ConfigError, CotkitError
+from cotkit.harness.stepsearch import AGGREGATES, BeamSettings
+from cotkit.options import option
 
 
 def yaml_dir() -> Path:
@@ -24,16 +26,27 @@ def lm_eval_task_name(spec: str) -> str:
     return "cotkit_" + spec.replace(":", "_").replace("-", "_")
 
 
+def _beam_option(name: str) -> Any:
+    """A field with the default and help of `BeamSettings.<name>`, so both are written once, there."""
+    beam_field = next(f for f in fields(BeamSettings) if f.name == name)
+    return field(default=beam_field.default, metadata=beam_field.metadata)
+
+
 @dataclass
 class EvalSettings:
-    """What `cotkit eval` evaluates and how."""
+    """What `cotkit eval` evaluates and how.
+
+    The command's options are these fields, so their defaults are written here only. So is their
+    help, except for the options every sampling command shares (`--limit`, `--seed`, ...), whose help
+    is the command line's vocabulary (`cotkit.cli.options`).
+    """
 
     style: str = "fewshot"
-    split: str | None = None
+    split: str | None = option(None, help="Split (default: the task's standard evaluation split, usually test).")
     limit: int | None = None
-    n: int = 1
-    vote: str | None = None
-    temperature: float | None = None
+    n: int = option(1, help="Samples per question (self-consistency with --vote majority).")
+    vote: str | None = option(None, help="'majority': report maj@n as the accuracy.")
+    temperature: float | None = option(None, help="Default 0 (greedy), or 0.7 when --n > 1.")
     top_p: float = 1.0
     max_new_tokens: int = 256
     verifier: str | None = None
@@ -41,25 +54,21 @@ class EvalSettings:
     data_dir: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     bootstrap_iters: int = 1000
-    #: A step scorer that reranks each question's n samples: best-of-N and score-weighted vote accuracy.
-    rerank: str | None = None
-    #: How step scores become a solution score: min, prod or last.
-    aggregate: str = "min"
-    #: "beam": decode by step-level beam search, scored by `step_scorer`.
-    search: str | None = None
-    step_scorer: str | None = None
+    rerank: str | None = option(
+        None, help="Step scorer (arith, exec, prm) reranking the --n samples: adds best-of-N and weighted-vote accuracy."
+    )
+    aggregate: str = option("min", help="Step scores to a solution score: min, prod or last.")
+    search: str | None = option(None, help="'beam': step-level beam search decoding scored by --step-scorer.")
+    step_scorer: str | None = option(None, help="Step scorer guiding --search beam (arith, exec, prm).")
     #: Options of the step scorers (--scorer-option KEY=VALUE).
     scorer_options: dict[str, Any] = field(default_factory=dict)
-    beam_width: int = 4
-    beam_expand: int = 4
-    max_steps: int = 24
-    step_tokens: int = 96
-    logprob_weight: float = 0.0
+    beam_width: int = _beam_option("beam_width")
+    beam_expand: int = _beam_option("expand")
+    max_steps: int = _beam_option("max_steps")
+    step_tokens: int = _beam_option("step_tokens")
+    logprob_weight: float = _beam_option("logprob_weight")
 
     def __post_init__(self) -> None:
-        from cotkit.errors import ConfigError
-        from cotkit.harness.stepsearch import AGGREGATES
-
         if self.aggregate not in AGGREGATES:
             raise ConfigError(f"--aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         if self.search not in (None, "beam"):
@@ -75,8 +84,6 @@ class EvalSettings:
 
     def beam_settings(self) -> Any:
         """The beam search settings (temperature, budget and seed come from the sampling settings)."""
-        from cotkit.harness.stepsearch import BeamSettings
-
         return BeamSettings(
             beam_width=self.beam_width, expand=self.beam_expand, max_steps=self.max_steps, step_tokens=self.step_tokens,
             max_new_tokens=self.max_new_tokens, top_p=self.top_p, aggregate=self.aggregate,
