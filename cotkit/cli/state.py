@@ -1,4 +1,7 @@
-"""Options given before the command (`cotkit --data-dir DIR --plugin p.py score ...`)."""
+"""Options given before the command (`cotkit --data-dir DIR --plugin p.py score ...`).
+
+The root command in `cotkit.cli.main` declares and parses them, and stores them here for the commands.
+"""
 
 from __future__ import annotations
 
