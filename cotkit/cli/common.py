@@ -8,18 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from cotkit.contracts import Task
-from cotkit.errors import ConfigError
-
-
-def parse_key_values(items: Optional[list[str]], flag: str) -> dict[str, Any]:
-    """Turn ['a=1', 'b=x'] into {'a': '1', 'b': 'x'}; a malformed item names the flag."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.strip().replace("-", "_")] = value
-    return out
+from cotkit.options import parse_key_values  # the one KEY=VALUE parser; the commands import it from here
 
 
 def make_task(spec: str, task_options: Optional[list[str]] = None, **kwargs: Any) -> Task:

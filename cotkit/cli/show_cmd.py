@@ -1,4 +1,9 @@
-"""`cotkit show METHOD`: every option of a method with its default and help (or a run's status)."""
+"""`cotkit show NAME`: the typed options of any plugin (task, verifier, step scorer, backend, method), or a run's status.
+
+A name is looked up in every kind; one that several kinds register is shown for each, and
+`KIND:NAME` (`backend:hf`, `step-scorer:arith`) picks one. A task may be named with its subset
+(`math:algebra`).
+"""
 
 from __future__ import annotations
 
@@ -7,51 +12,133 @@ from typing import Any
 
 import typer
 
+#: How each kind is given its options, printed above its table.
+HOW_GIVEN = {
+    "task": "-O/--task-option KEY=VALUE, or `task_options:` in a run config",
+    "verifier": "KEY=VALUE options of the method that uses it (PaD: --verifier-options KEY=VALUE)",
+    "step_scorer": "-S/--scorer-option KEY=VALUE (cotkit eval), or a method's step scorer options",
+    "backend": "-B/--backend-option KEY=VALUE, or `backend_options:` in a run config",
+}
+#: The run-config key that holds a kind's options (`--yaml` prints them under it).
+RUN_CONFIG_KEY = {"task": "task_options", "backend": "backend_options"}
+
 
 def show(
-    name: str = typer.Argument(..., help="A method name (`cotkit plugins`), or a run directory."),
-    yaml_output: bool = typer.Option(False, "--yaml", help="Print the defaults as a YAML config file to edit."),
+    name: str = typer.Argument(
+        ..., help="A plugin name (`cotkit plugins`), KIND:NAME when several kinds share it, or a run directory."
+    ),
+    yaml_output: bool = typer.Option(False, "--yaml", help="Print the defaults as YAML to paste into a config file."),
 ) -> None:
-    """List a method's options (flag, type, default, help), or the progress of a run directory."""
+    """List a plugin's options (name, type, default, help), or the progress of a run directory."""
     if (Path(name) / "config.yaml").exists():
         _show_run(Path(name))
         return
-    from cotkit.config import RunConfig, dump_yaml, iter_options, to_dict
-    from cotkit.console import out
+    from cotkit.errors import ConfigError
+
+    found = find_plugins(name)
+    if yaml_output:
+        if len(found) > 1:
+            kinds = " or ".join(f"{kind}:{name}" for kind, _ in found)
+            raise ConfigError(f"--yaml: {name!r} names a plugin of {len(found)} kinds; say which: {kinds}")
+        kind, cls = found[0]
+        _print_yaml(kind, cls)
+        return
+    for kind, cls in found:
+        if kind == "method":
+            _show_method(cls)
+        else:
+            _show_plugin(kind, cls)
+
+
+def find_plugins(spec: str) -> list[tuple[str, type]]:
+    """(kind, class) of each plugin `spec` names: `NAME` in every kind, `KIND:NAME`, or a task's `name:subset`."""
+    from cotkit.contracts import KINDS
+    from cotkit.errors import UnknownNameError
     from cotkit.plugins import host
 
-    cls = host().get("method", name)
-    cfg_cls = cls.Config
-    if yaml_output:
-        data: dict[str, Any] = {"method": name, "task": "TASK"}
-        run_defaults = {o.path[0]: o.default for o in iter_options(RunConfig) if not o.required}
-        data.update(run_defaults)
-        data[name] = to_dict(cfg_cls())
-        out.print(dump_yaml(data), markup=False, highlight=False, end="")
-        return
-    from rich.table import Table
+    h = host()
+    head, sep, rest = spec.partition(":")
+    if sep and head.replace("-", "_") in KINDS:
+        kind = head.replace("-", "_")
+        return [(kind, h.get(kind, rest))]
+    found = [(kind, h.entries[kind][spec].cls) for kind in KINDS if spec in h.entries[kind]]
+    if not found and sep and head in h.entries["task"]:
+        found = [("task", h.get("task", head))]
+    if not found:
+        raise UnknownNameError("plugin", spec, [n for kind in KINDS for n in h.entries[kind]])
+    return found
 
-    out.print(f"[bold]{name}[/bold]: {cls.summary()}")
+
+def _show_method(cls: type) -> None:
+    from rich.markup import escape
+
+    from cotkit.config import RunConfig, iter_options
+    from cotkit.console import out
+
+    out.print(f"[bold]{cls.name}[/bold] (method): {escape(cls.summary())}")
     if cls.paper:
-        out.print(f"paper: {cls.paper}")
+        out.print(f"paper: {escape(cls.paper)}")
     for title, options in (
-        (f"options of --method {name}", list(iter_options(cfg_cls))),
+        (f"options of --method {cls.name}", list(iter_options(cls.Config))),
         ("run options (every method)", list(iter_options(RunConfig))),
     ):
-        table = Table(title=title, title_justify="left", show_lines=False)
-        table.add_column("option", no_wrap=True)
-        table.add_column("type")
-        table.add_column("default")
-        table.add_column("help", overflow="fold")
-        for o in options:
-            choices = f" ({'|'.join(map(str, o.choices))})" if o.choices else ""
-            default = "(required)" if o.required else _fmt(o.default)
-            table.add_row(o.flag, o.type_name(), default, o.help + choices)
-        out.print(table)
+        out.print(_table(title, [(o.flag, o) for o in options]))
     out.print(
         "Flags override --config YAML, which overrides defaults; in YAML, method options sit under "
-        f"`{name}:` (nested sections as nested mappings)."
+        f"`{cls.name}:` (nested sections as nested mappings)."
     )
+
+
+def _show_plugin(kind: str, cls: type) -> None:
+    from rich.markup import escape
+
+    from cotkit.config import iter_options
+    from cotkit.console import out
+    from cotkit.plugins import KIND_LABELS
+
+    label = f"{KIND_LABELS[kind]} {cls.name}"
+    out.print(f"[bold]{cls.name}[/bold] ({KIND_LABELS[kind]}): {escape(cls.summary())}", highlight=False)
+    if kind == "task" and cls.subsets:
+        out.print(f"subsets ({cls.name}:SUBSET): {', '.join(cls.subsets)}", highlight=False)
+    options = list(iter_options(cls.Config))
+    if not options:
+        out.print(f"{label} takes no options.", highlight=False)
+        return
+    rows = [("(any other)" if o.extra_keys else o.dotted, o) for o in options]
+    out.print(_table(f"options of {label}: {HOW_GIVEN[kind]}", rows))
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left", show_lines=False)
+    table.add_column("option", no_wrap=True)
+    table.add_column("type")
+    table.add_column("default")
+    table.add_column("help", overflow="fold")
+    for shown, o in rows:
+        limits = f" ({o.limits()})" if o.limits() else ""
+        default = "(required)" if o.required else "" if o.extra_keys else _fmt(o.default)
+        # Escaped: `list[str]` or a help text's [brackets] are not rich markup.
+        table.add_row(*(escape(cell) for cell in (shown, o.type_name(), default, o.help + limits)))
+    return table
+
+
+def _print_yaml(kind: str, cls: type) -> None:
+    from cotkit.config import RunConfig, dump_yaml, iter_options, to_dict
+    from cotkit.console import out
+    from cotkit.options import plain_value
+
+    if kind == "method":
+        data: dict[str, Any] = {"method": cls.name, "task": "TASK"}
+        data.update({o.path[0]: o.default for o in iter_options(RunConfig) if not o.required})
+        data[cls.name] = to_dict(cls.Config())
+    else:
+        data = {o.dotted: plain_value(o.default) for o in iter_options(cls.Config) if not (o.required or o.extra_keys)}
+        if kind in RUN_CONFIG_KEY:
+            data = {kind: cls.name, RUN_CONFIG_KEY[kind]: data}
+    out.print(dump_yaml(data), markup=False, highlight=False, end="")
 
 
 def _fmt(v: Any) -> str:

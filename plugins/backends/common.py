@@ -1,8 +1,9 @@
-"""What every built-in backend shares: prompt rendering and tokenization, seeds, parameter checks."""
+"""What every built-in backend shares: prompt rendering and tokenization, seeds, stop strings, parameter checks."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from cotkit import SEED_MASK, ConfigError, ModelError, Prompt, SamplingParams
@@ -51,6 +52,12 @@ def pair_ids(tokenizer: Any, context: Prompt, continuation: str, model_name: str
         return [start, *cont_ids], len(cont_ids)
     whole = list(tokenizer(ctx + continuation, add_special_tokens=special).input_ids)
     return whole, len(whole) - len(ctx_ids)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """`text` up to the earliest of the stop strings in it (the stop string left out), or None when it holds none."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return text[:cut] if cut >= 0 else None
 
 
 def check_params(params: SamplingParams) -> None:

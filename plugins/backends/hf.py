@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, sample_seed
+from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, option, sample_seed
 
-from .common import check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
+from .common import check_params, cut_at_stop, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
 #: Rows decoded together when `batch_size="auto"`. On a few CPU cores a 32-row decode step of a
 #: ~100M-parameter model is compute-bound already, so more rows only add padding and memory;
@@ -53,45 +53,43 @@ class _Row:
     finish: str | None = None
 
 
-def _parse_bool(value: Any, option: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"backend option {option}={value!r}: expected true or false")
+@dataclass
+class HFConfig:
+    """Options of the `hf` backend (`-B KEY=VALUE`, `backend_options:` in a run config)."""
+
+    device: str = option("auto", help="auto (cuda when a GPU is there, else cpu), cpu, cuda, cuda:1, ...")
+    dtype: str = option(
+        "auto",
+        help="auto (float32 on CPU; bfloat16 on GPU, float16 where it lacks bf16), float32 (fp32), bfloat16 (bf16) or float16 (fp16)",
+    )
+    batch_size: int | str = option(
+        "auto", help=f"rows decoded together, or auto ({AUTO_BATCH_CPU} on CPU, {AUTO_BATCH_GPU} on GPU)"
+    )
+    trust_remote_code: bool = option(False, help="run the model repository's own Python code (needed by a few models)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ConfigError(f"backend hf option batch_size={self.batch_size!r}: expected a positive integer or auto")
 
 
 class HFBackend(Backend):
     """Transformers: batched sampling with a KV cache, fp32 on CPU and bf16 on GPU (the default)."""
 
     name = "hf"
+    Config = HFConfig
 
-    def __init__(
-        self,
-        model: str,
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_size: int | str = "auto",
-        trust_remote_code: bool | str = False,
-        **options: Any,
-    ):
-        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size, **options)
-        if options:
-            raise ConfigError(
-                f"unknown option {sorted(options)[0]!r} of backend hf (known: device, dtype, batch_size, trust_remote_code)"
-            )
+    def __init__(self, model: str, **options: Any):
+        super().__init__(model, **options)
         from cotkit import resolve_model
 
         self.path = resolve_model(model)
         import torch
 
-        self.device = self._pick_device(device, torch)
-        self.dtype = self._pick_dtype(dtype, self.device, torch)
-        self._load(_parse_bool(trust_remote_code, "trust_remote_code"))
-        self.batch_size = self._parse_batch_size(batch_size)
+        cfg: HFConfig = self.config
+        self.device = self._pick_device(cfg.device, torch)
+        self.dtype = self._pick_dtype(cfg.dtype, self.device, torch)
+        self._load(cfg.trust_remote_code)
+        self.batch_size = self._batch_rows(cfg.batch_size)
 
     @classmethod
     def from_objects(cls, model: Any, tokenizer: Any, name: str = "in-memory", batch_size: int | str = "auto") -> HFBackend:
@@ -104,7 +102,7 @@ class HFBackend(Backend):
         self.dtype = model.dtype
         self.tokenizer = tokenizer
         self._prepare_tokenizer()
-        self.batch_size = self._parse_batch_size(batch_size)
+        self.batch_size = self._batch_rows(self.config.batch_size)
         return self
 
     # -- loading -----------------------------------------------------------------------------
@@ -116,9 +114,9 @@ class HFBackend(Backend):
         try:
             dev = torch.device(device)
         except RuntimeError as e:
-            raise ConfigError(f"backend option device={device!r}: {e}") from e
+            raise ConfigError(f"backend hf option device={device!r}: {e}") from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("backend option device=cuda: no CUDA GPU is available (use device=cpu)")
+            raise ConfigError("backend hf option device=cuda: no CUDA GPU is available (use device=cpu)")
         return dev
 
     @staticmethod
@@ -130,19 +128,14 @@ class HFBackend(Backend):
         known = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                  "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
         if dtype not in known:
-            raise ConfigError(f"backend option dtype={dtype!r}: expected auto, float32, bfloat16 or float16")
+            raise ConfigError(f"backend hf option dtype={dtype!r}: expected auto, float32, bfloat16 or float16")
         return known[dtype]
 
-    def _parse_batch_size(self, value: int | str) -> int:
-        if value in ("auto", None):
+    def _batch_rows(self, batch_size: int | str) -> int:
+        """The `batch_size` option as a number of rows: `auto` depends on the device."""
+        if batch_size == "auto":
             return AUTO_BATCH_GPU if self.device.type == "cuda" else AUTO_BATCH_CPU
-        try:
-            size = int(value)
-        except (TypeError, ValueError):
-            size = 0
-        if size < 1:
-            raise ConfigError(f"backend option batch_size={value!r}: expected a positive integer or auto")
-        return size
+        return int(batch_size)
 
     def _load(self, trust_remote_code: bool) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -365,9 +358,9 @@ class HFBackend(Backend):
     def _finish(self, row: _Row, stops: list[str]) -> Generation:
         tokens = row.tokens[:-1] if row.tokens and row.tokens[-1] in self.eos_ids else row.tokens
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            return Generation(text[:cut], len(row.tokens), "stop")
+        cut = cut_at_stop(text, stops)
+        if cut is not None:
+            return Generation(cut, len(row.tokens), "stop")
         return Generation(text, len(row.tokens), row.finish or "length")
 
     # -- scoring -----------------------------------------------------------------------------

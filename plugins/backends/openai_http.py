@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from cotkit import (
@@ -33,10 +34,13 @@ from cotkit import (
     Prompt,
     SamplingParams,
     check_key_env_name,
+    option,
     refuse_secrets_in_options,
     scrub_and_shorten,
     scrub_key,
 )
+
+from .common import cut_at_stop
 
 #: HTTP statuses worth retrying: rate limits and transient server errors.
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
@@ -47,54 +51,45 @@ ERROR_DETAIL_CHARS = 500
 ERROR_BODY_READ_BYTES = 64 * 1024
 
 
-def _int_option(value: Any, name: str, minimum: int) -> int:
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"backend option {name}={value!r}: expected an integer") from None
-    if out < minimum:
-        raise ConfigError(f"backend option {name}={value!r}: expected at least {minimum}")
-    return out
+@dataclass
+class OpenAIConfig:
+    """Options of the `openai` backend (`-B KEY=VALUE`, `backend_options:` in a run config)."""
+
+    base_url: str = option("http://127.0.0.1:8000/v1", help="the server's API root, http:// or https://")
+    api_key_env: str = option(
+        DEFAULT_KEY_ENV, help="NAME of the environment variable that holds the API key (never the key itself)"
+    )
+    timeout: float = option(120.0, help="seconds to wait for one answer")
+    max_retries: int = option(3, minimum=0, help="retries of a rate-limited or failed request (waits 1 s, 2 s, 4 s, ...)")
+    concurrency: int = option(4, minimum=1, help="requests in flight at once")
+    max_stops: int = option(4, minimum=0, help="stop strings sent to the server (OpenAI takes 4); all cut the answer here")
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"backend openai option base_url={self.base_url!r}: expected an http:// or https:// URL")
+        self.api_key_env = check_key_env_name(self.api_key_env, "backend openai option api_key_env")
 
 
 class OpenAIHTTPBackend(Backend):
     """An OpenAI-compatible HTTP server (`/v1/completions`, `/v1/chat/completions`) as a sampling backend."""
 
     name = "openai"
+    Config = OpenAIConfig
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str = "http://127.0.0.1:8000/v1",
-        api_key_env: str = DEFAULT_KEY_ENV,
-        timeout: float | str = 120.0,
-        max_retries: int | str = 3,
-        concurrency: int | str = 4,
-        max_stops: int | str = 4,
-        **options: Any,
-    ):
+    def __init__(self, model: str, **options: Any):
+        # Before anything can name an option: `api_key=...` gets the message that says where a key goes.
         refuse_secrets_in_options(options, "backend openai option")
-        if options:
-            raise ConfigError(
-                f"unknown option {sorted(options)[0]!r} of backend openai "
-                "(known: base_url, api_key_env, timeout, max_retries, concurrency, max_stops)"
-            )
         if not str(model).strip():
             raise ConfigError("backend openai needs the served model name (--teacher-model / model=)")
-        base_url = str(base_url).rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"backend option base_url={base_url!r}: expected an http:// or https:// URL")
-        api_key_env = check_key_env_name(api_key_env, "backend option api_key_env")
-        super().__init__(model, base_url=base_url, api_key_env=api_key_env)
-        self.base_url = base_url
-        self.api_key_env = str(api_key_env)
-        try:
-            self.timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise ConfigError(f"backend option timeout={timeout!r}: expected seconds") from None
-        self.max_retries = _int_option(max_retries, "max_retries", 0)
-        self.concurrency = _int_option(concurrency, "concurrency", 1)
-        self.max_stops = _int_option(max_stops, "max_stops", 0)
+        super().__init__(model, **options)
+        cfg: OpenAIConfig = self.config
+        self.base_url = cfg.base_url
+        self.api_key_env = cfg.api_key_env
+        self.timeout = cfg.timeout
+        self.max_retries = cfg.max_retries
+        self.concurrency = cfg.concurrency
+        self.max_stops = cfg.max_stops
         #: HTTP requests sent so far (retries included), for callers that account for cost.
         self.requests_sent = 0
         self._lock = threading.Lock()
@@ -172,9 +167,9 @@ class OpenAIHTTPBackend(Backend):
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ModelError(f"{self.base_url}: unexpected answer shape: {self._scrub(json.dumps(answer), 300)}") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
+        cut = cut_at_stop(text, stops)
+        if cut is not None:
+            text, finish = cut, "stop"
         usage = answer.get("usage") or {}
         return Generation(text, int(usage.get("completion_tokens") or 0), finish)
 

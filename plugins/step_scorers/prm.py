@@ -20,12 +20,35 @@ import itertools
 import math
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cotkit import TEXT_UNITS, ConfigError, Example, ModelError, StepScorer, split_text
+from cotkit import TEXT_UNITS, ConfigError, Example, ModelError, StepScorer, option, split_text
 
 DEFAULT_PRM = "peiyi9979/math-shepherd-mistral-7b-prm"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass
+class PRMConfig:
+    """Options of the `prm` step scorer (`-S KEY=VALUE`); the defaults are Math-Shepherd's."""
+
+    model: str = option(DEFAULT_PRM, help="Hugging Face id, local folder or alias of the PRM")
+    step_tag: str = option("ки", help="text written after every step")
+    good_token: str = option("+", help="the label token of a good step")
+    bad_token: str = option("-", help="the label token of a bad step")
+    template: str = option("{question} {steps}", help="how question and steps are joined")
+    step_prefix: str = option("Step {k}: ", help="written before step k; {k} is its number (empty for none)")
+    unit: str = option("line", choices=TEXT_UNITS, help="what a step is when splitting a completion")
+    device: str = option("auto", help="auto, cpu, cuda, ...")
+    dtype: str = option("auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16")
+    batch_size: int = option(8, minimum=1, help="solutions per forward pass")
+
+    def __post_init__(self) -> None:
+        if not self.step_tag.strip():
+            raise ConfigError("step scorer prm: step_tag must not be blank")
+        if "{steps}" not in self.template:
+            raise ConfigError(f"step scorer prm: template must contain {{steps}}, got {self.template!r}")
 
 
 class PRMScorer(StepScorer):
@@ -34,45 +57,21 @@ class PRMScorer(StepScorer):
     name = "prm"
     description = "Process reward model (Math-Shepherd style): P(good token) at the step tag after each step"
     step_unit: ClassVar[str] = "text"
-    known_options: ClassVar[dict[str, str]] = {
-        "model": f"Hugging Face id, local folder or alias of the PRM (default {DEFAULT_PRM})",
-        "step_tag": "text written after every step (default 'ки')",
-        "good_token": "the label token of a good step (default '+')",
-        "bad_token": "the label token of a bad step (default '-')",
-        "template": "how question and steps are joined (default '{question} {steps}')",
-        "step_prefix": "written before step k; {k} is its number (default 'Step {k}: '; empty for none)",
-        "unit": "what a step is when splitting a completion: line (default) or sentence",
-        "device": "auto (default), cpu, cuda, ...",
-        "dtype": "auto (default: float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16",
-        "batch_size": "solutions per forward pass (default 8)",
-    }
+    Config = PRMConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"step scorer prm has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.model_name = str(options.get("model", DEFAULT_PRM))
-        self.step_tag = str(options.get("step_tag", "ки"))
-        self.good_token = str(options.get("good_token", "+"))
-        self.bad_token = str(options.get("bad_token", "-"))
-        self.template = str(options.get("template", "{question} {steps}"))
-        self.step_prefix = str(options.get("step_prefix", "Step {k}: "))
-        self.unit = str(options.get("unit", "line"))
-        self.device = str(options.get("device", "auto"))
-        self.dtype = str(options.get("dtype", "auto"))
-        if not self.step_tag.strip():
-            raise ConfigError("step scorer prm: step_tag must not be blank")
-        if self.unit not in TEXT_UNITS:
-            raise ConfigError(f"step scorer prm: unit must be one of {', '.join(TEXT_UNITS)}, not {self.unit!r}")
-        if "{steps}" not in self.template:
-            raise ConfigError(f"step scorer prm: template must contain {{steps}}, got {self.template!r}")
-        try:
-            self.batch_size = int(options.get("batch_size", 8))
-        except (TypeError, ValueError):
-            raise ConfigError(f"step scorer prm: batch_size must be an integer, not {options.get('batch_size')!r}") from None
-        if self.batch_size < 1:
-            raise ConfigError("step scorer prm: batch_size must be at least 1")
+        cfg: PRMConfig = self.config
+        self.model_name = cfg.model
+        self.step_tag = cfg.step_tag
+        self.good_token = cfg.good_token
+        self.bad_token = cfg.bad_token
+        self.template = cfg.template
+        self.step_prefix = cfg.step_prefix
+        self.unit = cfg.unit
+        self.device = cfg.device
+        self.dtype = cfg.dtype
+        self.batch_size = cfg.batch_size
         self._backend: Any = None
         self._labels: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -126,11 +125,11 @@ class PRMScorer(StepScorer):
         self._backend = load_backend("hf", model=self.model_name, device=self.device, dtype=self.dtype)
         tok = self._backend.tokenizer
         ids = []
-        for option, token in (("good_token", self.good_token), ("bad_token", self.bad_token)):
+        for key, token in (("good_token", self.good_token), ("bad_token", self.bad_token)):
             enc = tok.encode(token, add_special_tokens=False)
             if len(enc) != 1:
                 raise ConfigError(
-                    f"step scorer prm: {option} {token!r} is {len(enc)} tokens for {self.model_name}; it must be exactly one"
+                    f"step scorer prm: {key} {token!r} is {len(enc)} tokens for {self.model_name}; it must be exactly one"
                 )
             ids.append(enc[0])
         if ids[0] == ids[1]:

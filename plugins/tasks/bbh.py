@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cotkit import AnswerKind, Choice, ConfigError, DataError, Example, find_local, load_rows, read_json
+from cotkit import AnswerKind, Choice, DataError, Example, find_local, load_rows, option, read_json
 
 from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, mark_option_line, normalize_number, read_text, task_data
 
@@ -144,6 +144,13 @@ def load_cot_prompt(subtask: str, data_dir: Path | None) -> CotPrompt:
 # ----------------------------------------------------------------------------------- the task
 
 
+@dataclass
+class BBHConfig:
+    """Options of the `bbh` task (`-O KEY=VALUE`, `task_options:` in a run config)."""
+
+    carve_seed: int = option(0, help="seed of the 2/3 train : 1/3 heldout carve of each task")
+
+
 class BBH(CotTask):
     """BIG-Bench Hard: 27 tasks, official 3-shot CoT prompts; `bbh` is the group of all of them."""
 
@@ -155,19 +162,13 @@ class BBH(CotTask):
     group = True
     cue = "So the answer is"
     row_fields = ("input", "target")
-    options: ClassVar[dict[str, str]] = {
-        "carve_seed": "seed of the 2/3 train : 1/3 heldout carve of each task (default 0)",
-    }
+    Config = BBHConfig
     HUB: ClassVar[tuple[tuple[str, str], ...]] = (("lukaemon/bbh", "test"), ("maveriq/bigbenchhard", "train"))
     HELDOUT_FRACTION: ClassVar[float] = 1 / 3
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        seed = self.task_options.get("carve_seed", "0")
-        try:
-            self.carve_seed = int(seed)
-        except ValueError:
-            raise ConfigError(f"task option carve_seed={seed!r}: expected an integer") from None
+        self.carve_seed = self.config.carve_seed
         self._members: dict[str, BBH] = {}
 
     def member(self, subtask: str) -> BBH:

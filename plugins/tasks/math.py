@@ -9,9 +9,20 @@ with the hub, whose `train` is MATH's own train split).
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from cotkit import AnswerKind, ConfigError, DataError, Example, UnknownNameError, last_boxed, load_rows, read_jsonl
+from cotkit import (
+    AnswerKind,
+    ConfigError,
+    DataError,
+    Example,
+    UnknownNameError,
+    last_boxed,
+    load_rows,
+    option,
+    read_jsonl,
+)
 
 from .common import CotTask, Exemplar, task_data
 
@@ -61,6 +72,16 @@ def gold_answer(row: dict[str, Any], where: str) -> str:
     return boxed.strip()
 
 
+@dataclass
+class MATHConfig:
+    """Options of the `math` and `math500` tasks (`-O KEY=VALUE`, `task_options:` in a run config)."""
+
+    subject: list[str] | None = option(
+        None, help="only these subjects, comma-separated (e.g. algebra,number_theory or 'Counting & Probability')"
+    )
+    level: str | None = option(None, help="only these difficulty levels 1-5, comma-separated (e.g. 5, 4,5 or 'Level 5')")
+
+
 class MATH(CotTask):
     """MATH competition problems (Hendrycks et al.), by subject (`math:algebra`) and level; Minerva 4-shot."""
 
@@ -73,10 +94,7 @@ class MATH(CotTask):
     default_verifier = "math_equiv"
     cue = "The final answer is"
     row_fields = ("problem",)
-    options: ClassVar[dict[str, str]] = {
-        "subject": "only these subjects, comma-separated (e.g. algebra,number_theory)",
-        "level": "only these difficulty levels 1-5, comma-separated (e.g. 5 or 4,5)",
-    }
+    Config = MATHConfig
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -85,26 +103,27 @@ class MATH(CotTask):
         self._ids: dict[str, list[str]] = {}
 
     def _parse_subjects(self) -> list[str]:
+        given = self.config.subject
         wanted = list(SUBJECTS)
-        if self.task_options.get("subject"):
+        if given:
             wanted = []
-            for item in str(self.task_options["subject"]).split(","):
+            for item in given:
                 slug = subject_slug(item)
                 if slug not in SUBJECTS:
                     raise UnknownNameError("MATH subject", item.strip(), SUBJECTS)
                 wanted.append(slug)
         if self.subset:
             if self.subset not in wanted:
-                raise ConfigError(f"task {self.full_name}: option subject={self.task_options['subject']} excludes {self.subset}")
+                raise ConfigError(f"task {self.full_name}: option subject={','.join(given)} excludes {self.subset}")
             wanted = [self.subset]
         return [s for s in SUBJECTS if s in wanted]
 
     def _parse_levels(self) -> set[int] | None:
-        value = self.task_options.get("level")
-        if value is None or not str(value).strip():
+        value = self.config.level
+        if value is None or not value.strip():
             return None
         levels = set()
-        for item in str(value).split(","):
+        for item in value.split(","):
             level = parse_level(item)
             if level is None:
                 raise ConfigError(f"task option level={value!r}: expected levels 1-5, e.g. 5 or 4,5")

@@ -7,9 +7,10 @@ so it is the same whatever the source's row order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cotkit import AnswerKind, ConfigError, Example, load_rows, read_jsonl
+from cotkit import AnswerKind, Example, load_rows, option, read_jsonl
 
 from .common import CotTask, Exemplar, carve_indices, normalize_number, task_data
 
@@ -22,6 +23,13 @@ def svamp_question(row: dict[str, Any]) -> str:
     return f"{body} {str(row['Question']).strip()}".strip()
 
 
+@dataclass
+class SVAMPConfig:
+    """Options of the `svamp` task (`-O KEY=VALUE`, `task_options:` in a run config)."""
+
+    carve_seed: int = option(0, help="seed of the 700 train : 300 heldout carve")
+
+
 class SVAMP(CotTask):
     """SVAMP arithmetic word problems (1,000; a seeded 700/300 train/heldout carve for training)."""
 
@@ -30,16 +38,12 @@ class SVAMP(CotTask):
     train_split = "train"
     heldout_split = "heldout"
     row_fields = ("Body", "Question", "Answer")
-    options: ClassVar[dict[str, str]] = {"carve_seed": "seed of the 700 train : 300 heldout carve (default 0)"}
+    Config = SVAMPConfig
     HUB: ClassVar[str] = "ChilleD/SVAMP"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        seed = self.task_options.get("carve_seed", "0")
-        try:
-            self.carve_seed = int(seed)
-        except ValueError:
-            raise ConfigError(f"task option carve_seed={seed!r}: expected an integer") from None
+        self.carve_seed = self.config.carve_seed
 
     def load_rows(self, split: str) -> list[dict[str, Any]]:
         """All 1,000 problems (`svamp/test.jsonl`, or the hub's train+test), or the carved part."""

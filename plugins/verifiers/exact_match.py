@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from cotkit import (
     AnswerKind,
-    ConfigError,
     Example,
     Extraction,
     Number,
@@ -21,8 +21,18 @@ from cotkit import (
     normalize_text,
     numbers_equal,
     open_text_equal,
+    option,
     parse_gold_number,
 )
+
+
+@dataclass
+class ExactMatchConfig:
+    """Options of the `exact_match` verifier."""
+
+    last_number: bool = option(
+        True, help="fall back to the last number of the cut completion when no answer cue parses (number answers only)"
+    )
 
 
 class ExactMatch(Verifier):
@@ -30,17 +40,11 @@ class ExactMatch(Verifier):
 
     name = "exact_match"
     description = "Task-aware exact match of the final answer (numbers, choices, BBH targets)"
-    #: Options accepted as keyword arguments.
-    known_options = {
-        "last_number": "fall back to the last number of the cut completion when no cue parses (numbers only; default true)",
-    }
+    Config = ExactMatchConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"verifier exact_match has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.last_number = bool(options.get("last_number", True))
+        self.last_number = self.config.last_number
 
     def verify(self, samples: list[Sample]) -> list[Verdict]:
         """One verdict per sample, in order; bad input gives an `error` verdict, never an exception.

@@ -14,14 +14,37 @@ import importlib.util
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from cotkit import ConfigError, Sample, Status, Verdict, Verifier
+from cotkit import ConfigError, Sample, Status, Verdict, Verifier, option
 
 #: Modules a worker imports before it takes tasks, so no time limit pays for imports.
 _PRELOAD = ("sympy", "latex2sympy2_extended.latex2sympy2", "cotkit_plugins.verifiers.math_equiv")
 _PARSER_DIST = "latex2sympy2_extended"
+
+
+@dataclass
+class MathEquivConfig:
+    """Options of the `math_equiv` verifier."""
+
+    timeout: float = option(
+        5.0, minimum=0.01, help="seconds one symbolic comparison may take before its verdict is `timeout`"
+    )
+    workers: int = option(2, minimum=1, help="worker processes for symbolic comparison")
+    memory_mb: int = option(2048, minimum=0, help="address-space limit of each worker in MiB; 0 for none")
+    ordered_lists: str = option(
+        "auto", help="auto (bare comma lists are ordered only when the question asks for an order), yes or no"
+    )
+    form_checks: bool = option(
+        True, help="reject equivalent answers in a form the question rules out (common fraction, simplest radical form, ...)"
+    )
+
+    def __post_init__(self) -> None:
+        self.ordered_lists = self.ordered_lists.lower()
+        if self.ordered_lists not in ("auto", "yes", "no"):
+            raise ConfigError(f"verifier math_equiv: ordered_lists must be auto, yes or no, not {self.ordered_lists!r}")
 
 
 class MathEquiv(Verifier):
@@ -29,26 +52,16 @@ class MathEquiv(Verifier):
 
     name = "math_equiv"
     description = "MATH answers compared symbolically (LaTeX normalization + sympy) under a hard time limit"
-    known_options = {
-        "timeout": "seconds one symbolic comparison may take before its verdict is `timeout` (default 5)",
-        "workers": "worker processes for symbolic comparison (default 2)",
-        "memory_mb": "address-space limit of each worker in MiB; 0 for none (default 2048)",
-        "ordered_lists": "'auto' (bare comma lists are ordered only when the question asks for an order), 'yes' or 'no'",
-        "form_checks": "reject equivalent answers in a form the question rules out (common fraction, simplest radical form, ...; default true)",
-    }
+    Config = MathEquivConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"verifier math_equiv has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.timeout = _number_option(options, "timeout", 5.0, float, minimum=0.01)
-        self.workers = _number_option(options, "workers", 2, int, minimum=1)
-        self.memory_mb = _number_option(options, "memory_mb", 2048, int, minimum=0)
-        self.ordered_lists = str(options.get("ordered_lists", "auto")).lower()
-        if self.ordered_lists not in ("auto", "yes", "no"):
-            raise ConfigError(f"verifier math_equiv: ordered_lists must be auto, yes or no, not {self.ordered_lists!r}")
-        self.form_checks = str(options.get("form_checks", True)).lower() not in ("0", "false", "no", "off")
+        cfg: MathEquivConfig = self.config
+        self.timeout = cfg.timeout
+        self.workers = cfg.workers
+        self.memory_mb = cfg.memory_mb
+        self.ordered_lists = cfg.ordered_lists
+        self.form_checks = cfg.form_checks
         self._pool: Any = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, tuple[Status, str]] = OrderedDict()
@@ -180,17 +193,6 @@ class MathEquiv(Verifier):
             self._cache[key] = result
             if len(self._cache) > 50_000:
                 self._cache.popitem(last=False)
-
-
-def _number_option(options: dict, key: str, default: Any, kind: type, minimum: float) -> Any:
-    raw = options.get(key, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"verifier math_equiv: option {key} must be a number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"verifier math_equiv: option {key} must be at least {minimum}, not {raw!r}")
-    return value
 
 
 @functools.lru_cache(maxsize=65536)

@@ -38,6 +38,7 @@ from cotkit import (
     last_number,
     normalize_label,
     normalize_text,
+    option,
     parse_gold_number,
     parse_number,
 )
@@ -63,46 +64,60 @@ class ProgramCheck:
     result: Any = None
 
 
+@dataclass
+class ProgramConfig:
+    """Options of the `program` verifier."""
+
+    entry: str | None = option(
+        "solution", help="function to call after running the program; empty: the last printed line is the answer"
+    )
+    cpu_seconds: float = option(2.0, minimum=0.01, help="CPU time each program may use")
+    wall_seconds: float | None = option(
+        None, minimum=0.01, help="wall-clock backstop per program (default 5 + 5 x cpu_seconds)"
+    )
+    memory_mb: int = option(512, minimum=16, help="memory each program may allocate beyond the interpreter, in MiB")
+    workers: int = option(2, minimum=1, help="sandbox workers running programs side by side")
+    isolation: str | None = option(
+        None, help="auto (bubblewrap, else a loud fallback), bwrap or process (default: $COTKIT_SANDBOX_ISOLATION or auto)"
+    )
+    abs_tol: float = option(1e-3, minimum=0.0, help="absolute tolerance for numeric answers (PAL's)")
+    rel_tol: float = option(1e-6, minimum=0.0, help="relative tolerance for numeric answers")
+    retries: int = option(2, minimum=0, help="times a program is re-run after a sandbox failure")
+    preload: list[str] = option(
+        default_factory=list, help="modules each sandbox worker imports once, comma-separated (sympy is added for MATH)"
+    )
+
+    def __post_init__(self) -> None:
+        self.entry = self.entry or None
+        if self.entry is not None and not self.entry.isidentifier():
+            raise ConfigError(f"verifier program: entry must be a Python name, not {self.entry!r}")
+        self.preload = [m.strip() for m in self.preload if m.strip()]
+        if self.isolation is not None:
+            from cotkit import requested_isolation
+
+            requested_isolation(self.isolation)  # a bad name fails here, not at the first batch
+
+
 class ProgramVerifier(Verifier):
     """Runs the completion's Python program in the sandbox and compares its result with the gold answer."""
 
     name = "program"
     description = "Run the completion's Python program (PAL/PaD) in the sandbox; compare its result"
-    known_options = {
-        "entry": "function to call after running the program (default solution); without it the last printed line is the answer",
-        "cpu_seconds": "CPU time each program may use (default 2)",
-        "wall_seconds": "wall-clock backstop per program (default 5 + 5 x cpu_seconds)",
-        "memory_mb": "memory each program may allocate beyond the interpreter, in MiB (default 512)",
-        "workers": "sandbox workers running programs side by side (default 2)",
-        "isolation": "auto (bubblewrap, else a loud fallback), bwrap or process (default: $COTKIT_SANDBOX_ISOLATION or auto)",
-        "abs_tol": "absolute tolerance for numeric answers (default 1e-3, as PAL)",
-        "rel_tol": "relative tolerance for numeric answers (default 1e-6)",
-        "retries": "times a program is re-run after a sandbox failure (default 2)",
-        "preload": "comma-separated modules each sandbox worker imports once (sympy is added for MATH tasks)",
-    }
+    Config = ProgramConfig
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.known_options))
-        if unknown:
-            raise ConfigError(f"verifier program has no option {unknown[0]!r} (known: {', '.join(self.known_options)})")
         super().__init__(**options)
-        self.entry = str(options.get("entry", "solution")) or None
-        if self.entry is not None and not self.entry.isidentifier():
-            raise ConfigError(f"verifier program: entry must be a Python name, not {self.entry!r}")
-        self.cpu_seconds = _number(options, "cpu_seconds", 2.0, float, 0.01)
-        self.wall_seconds = _number(options, "wall_seconds", None, float, 0.01)
-        self.memory_mb = _number(options, "memory_mb", 512, int, 16)
-        self.workers = _number(options, "workers", 2, int, 1)
-        self.abs_tol = _number(options, "abs_tol", 1e-3, float, 0.0)
-        self.rel_tol = _number(options, "rel_tol", 1e-6, float, 0.0)
-        self.retries = _number(options, "retries", 2, int, 0)
-        preload = options.get("preload", "")
-        self.preload = [m.strip() for m in (preload.split(",") if isinstance(preload, str) else preload) if m.strip()]
-        self.isolation = options.get("isolation")
-        if self.isolation is not None:
-            from cotkit import requested_isolation
-
-            requested_isolation(str(self.isolation))  # a bad name fails here, not at the first batch
+        cfg: ProgramConfig = self.config
+        self.entry = cfg.entry
+        self.cpu_seconds = cfg.cpu_seconds
+        self.wall_seconds = cfg.wall_seconds
+        self.memory_mb = cfg.memory_mb
+        self.workers = cfg.workers
+        self.abs_tol = cfg.abs_tol
+        self.rel_tol = cfg.rel_tol
+        self.retries = cfg.retries
+        self.preload = cfg.preload
+        self.isolation = cfg.isolation
         self._sandbox: Any = None
         self._math: Any = None
         self._lock = threading.Lock()
@@ -368,16 +383,3 @@ def _sample_problem(sample: Any) -> str | None:
     except ValueError:
         return f"example {ex.id}: unknown answer kind {ex.answer_kind!r}"
     return None
-
-
-def _number(options: dict, key: str, default: Any, kind: type, minimum: float) -> Any:
-    raw = options.get(key, default)
-    if raw is None:
-        return None
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"verifier program: option {key} must be a number, not {raw!r}") from None
-    if value < minimum or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigError(f"verifier program: option {key} must be at least {minimum}, not {raw!r}")
-    return value
