@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 from cotkit.errors import ConfigError, UnknownNameError
+from cotkit.models import DEFAULT_MODEL
 
 # The option machinery is `cotkit.options`: it sits below the plugin contracts, which use it too.
 from cotkit.options import (
@@ -49,7 +50,7 @@ class RunConfig:
 
     method: str = option(help="Training method; `cotkit plugins` lists them, `cotkit show METHOD` its options.")
     task: str = option(help="Task, e.g. gsm8k, bbh:sports_understanding, arc:challenge.")
-    model: str = option("smollm2-135m", help="Model to train: hub id, local folder, .gguf file or alias.")
+    model: str = option(DEFAULT_MODEL, help="Model to train: hub id, local folder, .gguf file or alias.")
     backend: str = option("hf", help="Sampling backend (hf, vllm, ...).")
     backend_options: dict[str, Any] = option(
         default_factory=dict, help="Backend options KEY=VALUE (repeatable), e.g. batch_size=16."
