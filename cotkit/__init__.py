@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "sample_seed": "cotkit.contracts",
     "Generation": "cotkit.contracts",
     # options and configs
-    "option": "cotkit.config",
+    "option": "cotkit.options",
     "SplitLimits": "cotkit.harness.iterate",
     "SFTConfig": "cotkit.harness.train",
     # the run a method is given, and the process it runs in
@@ -184,7 +184,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         parse_number,
     )
     from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
-    from cotkit.config import option
+    from cotkit.options import option
     from cotkit.console import err
     from cotkit.contracts import (
         PROMPT_STYLES,
