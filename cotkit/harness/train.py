@@ -5,8 +5,9 @@ Why a small loop on accelerate rather than TRL's trainers: the methods need thin
 wraps the model and computes its own loss; STaR needs a run that is bit-for-bit the same after a
 SIGKILL and a resume (the Trainer writes `checkpoint-N/` folders in place and re-derives data order
 from its sampler state), and a method must choose the exact number of optimizer steps. The loop
-below is ~150 lines, takes an `Objective` (features -> batches -> loss), and gets multi-GPU
-(DDP / FSDP / DeepSpeed) from accelerate unchanged: run `accelerate launch -m cotkit train ...`.
+below (`train`: setup, one function per optimizer step, the final save) takes an `Objective`
+(features -> batches -> loss) and gets multi-GPU (DDP / FSDP / DeepSpeed) from accelerate
+unchanged: run `accelerate launch -m cotkit train ...`.
 Preference objectives can still use TRL's loss functions inside an Objective.
 
 Determinism: data order is a pure function of (seed, step), each optimizer step's loss is
@@ -371,52 +372,129 @@ def train(
     `output_dir` exists only when complete. With `config.save_every` and a `state_dir`, a killed
     run started again with the same arguments continues from the last saved step.
     """
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    t0 = time.time()
+    started = time.time()
     objective = objective or WeightedSFT(config.loss_normalization)
     output_dir = Path(output_dir)
+    state_root = Path(state_dir) if state_dir else None
     if steps < 1:
         raise ConfigError(f"training needs at least 1 step, got {steps}")
 
-    # cpu=True on a machine without a GPU is what makes accelerate join a torchrun/MPI process
-    # group on CPUs (gloo) instead of training alone in every process.
-    _forget_earlier_accelerator_settings()
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.precision), cpu=not torch.cuda.is_available())
-    set_seed(seed)
-    if accelerator.device.type == "cpu":
-        # CPU kernels are deterministic given the thread count; make any exception loud.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    run = _setup(model, items, config, steps, objective, seed)
+    if state_root is not None and config.save_every:
+        _resume(run, state_root)
 
-    _quiet_transformers()
+    for step in range(run.start_step, steps):
+        log = _optimizer_step(run, step)
+        run.losses.append(round(log.loss, 6))
+        if on_step is not None and run.accelerator.is_main_process:
+            on_step(log)
+        if state_root is not None and config.save_every and log.step % config.save_every == 0 and log.step < steps:
+            _save_state(run.accelerator, state_root, log.step, run.losses)
+        if fault_at_step is not None and log.step == fault_at_step:
+            os.kill(os.getpid(), 9)  # the resume tests' SIGKILL, right after this step's state is saved
+
+    result = _save_final(run, output_dir, state_root, started)
+    accelerator = run.accelerator
+    del run  # the model and optimizer, before accelerate frees what it still holds
+    accelerator.free_memory()
+    return result
+
+
+@dataclass
+class _TrainingRun:
+    """What one training run holds from setup to the final save."""
+
+    accelerator: Any
+    net: Any  # the prepared module that is trained (objective.wrap_model of the model)
+    optimizer: Any
+    scheduler: Any  # stepped by hand once per optimizer step, see _setup
+    tokenizer: Any
+    objective: Objective
+    config: SFTConfig
+    features: list[dict[str, Any]]
+    dropped: int
+    steps: int
+    seed: int
+    start_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    tokens_seen: int = 0  # padded-batch tokens this process has trained on since it started
+
+    @property
+    def world(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def per_process(self) -> int:
+        """Sequences each process trains on per optimizer step."""
+        return self.config.batch_size * self.config.grad_accum
+
+
+def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, objective: Objective, seed: int) -> _TrainingRun:
+    """Seeded accelerator, model and features, optimizer and schedule, in the order the RNGs see them."""
     from cotkit.models import resolve_model_path
 
+    accelerator = _seeded_accelerator(config.precision, seed)
+    _quiet_transformers()
     base, tokenizer = load_causal_lm(resolve_model_path(model))
     features = objective.features(tokenizer, items, config.max_length)
-    dropped = len(items) - len(features)
     if not items:
         raise ConfigError("no training examples: the method's filter kept none")
     if not features:
         raise ConfigError(f"no usable training examples: in all {len(items)} the prompt alone fills max_length={config.max_length} tokens")
 
+    net = objective.wrap_model(_trainable(base, config))
+    net.train()
+    optimizer, scheduler = _optimizer_and_schedule(net, config, steps)
+    # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
+    # step a prepared one once per process, which changes the schedule with the process count.
+    net, optimizer = accelerator.prepare(net, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    objective.setup(accelerator, net)
+    return _TrainingRun(
+        accelerator, net, optimizer, scheduler, tokenizer, objective, config,
+        features=features, dropped=len(items) - len(features), steps=steps, seed=seed,
+    )  # fmt: skip
+
+
+def _seeded_accelerator(precision: str, seed: int) -> Any:
+    """The Accelerator of this run, with every RNG seeded."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    # cpu=True on a machine without a GPU is what makes accelerate join a torchrun/MPI process
+    # group on CPUs (gloo) instead of training alone in every process.
+    _forget_earlier_accelerator_settings()
+    accelerator = Accelerator(mixed_precision=_mixed_precision(precision), cpu=not torch.cuda.is_available())
+    set_seed(seed)
+    if accelerator.device.type == "cpu":
+        # CPU kernels are deterministic given the thread count; make any exception loud.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return accelerator
+
+
+def _trainable(base: Any, config: SFTConfig) -> Any:
+    """The model with gradient checkpointing and LoRA adapters where the config asks for them."""
     if config.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.config.use_cache = False
-    if config.lora:
-        from peft import LoraConfig, get_peft_model
+    if not config.lora:
+        return base
+    from peft import LoraConfig, get_peft_model
 
-        targets: Any = config.lora_targets[0] if config.lora_targets == ["all-linear"] else list(config.lora_targets)
-        lora_cfg = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
-        )
-        if config.gradient_checkpointing:
-            base.enable_input_require_grads()
-        base = get_peft_model(base, lora_cfg)
-    net = objective.wrap_model(base)
-    net.train()
+    targets: Any = config.lora_targets[0] if config.lora_targets == ["all-linear"] else list(config.lora_targets)
+    lora_cfg = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=targets, task_type="CAUSAL_LM",
+    )  # fmt: skip
+    if config.gradient_checkpointing:
+        base.enable_input_require_grads()
+    return get_peft_model(base, lora_cfg)
+
+
+def _optimizer_and_schedule(net: Any, config: SFTConfig, steps: int) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) and the warm-up/decay schedule over `steps`."""
+    import torch
 
     params = [p for p in net.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -428,85 +506,86 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.lr_scheduler, config.warmup_steps, steps)
     )
-    # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
-    # step a prepared one once per process, which changes the schedule with the process count.
-    net, optimizer = accelerator.prepare(net, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    objective.setup(accelerator, net)
+    return optimizer, scheduler
 
-    start_step = 0
-    state_root = Path(state_dir) if state_dir else None
-    if state_root is not None and config.save_every:
-        start_step = _load_latest_state(accelerator, state_root)
 
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_process = config.batch_size * config.grad_accum
-    per_step = per_process * world
-    pad_id = tokenizer.pad_token_id
-    losses: list[float] = _read_losses(state_root) if start_step else []
-    total_tokens = 0
-    for step in range(start_step, steps):
-        idx = step_indices(len(features), step, per_step, seed)[rank * per_process : (rank + 1) * per_process]
-        group = [features[i] for i in idx]
-        normalizer = sum(objective.size(f) for f in group) or 1.0
-        if world > 1:
-            # Normalise by the whole step's count across processes (DDP averages gradients, hence
-            # the division by `world`), so N processes compute what one process would.
-            total = accelerator.reduce(torch.tensor(float(normalizer), device=accelerator.device), reduction="sum")
-            normalizer = float(total) / world
-        micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
-        step_loss = 0.0
-        stats: dict[str, float] = {}
-        for k, mb in enumerate(micro):
-            batch = {key: (v.to(accelerator.device) if hasattr(v, "to") else v) for key, v in objective.collate(mb, pad_id).items()}
-            sync = k == len(micro) - 1
-            ctx = accelerator.no_sync(net) if not sync and world > 1 else _nullcontext()
-            with ctx, accelerator.autocast():
-                loss, mb_stats = objective.loss(net, batch, normalizer)
-                accelerator.backward(loss)
-            step_loss += float(loss.detach())
-            for key, v in mb_stats.items():
-                stats[key] = stats.get(key, 0.0) + v / len(micro)
-            total_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-        if world > 1:  # log the loss of the whole step, not this process's share
-            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="mean"))
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(round(step_loss, 6))
-        if on_step is not None and accelerator.is_main_process:
-            on_step(StepLog(step + 1, steps, step_loss, scheduler.get_last_lr()[0], total_tokens, stats))
-        if state_root is not None and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps:
-            _save_state(accelerator, state_root, step + 1, losses)
-        if fault_at_step is not None and step + 1 == fault_at_step:
-            os.kill(os.getpid(), 9)
+def _resume(run: _TrainingRun, state_root: Path) -> None:
+    """Continue from the last complete saved state, if any (model, optimizer, scheduler, RNG, losses)."""
+    run.start_step = _load_latest_state(run.accelerator, state_root)
+    if run.start_step:
+        run.losses = _read_losses(state_root)
 
+
+def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
+    """Optimizer step `step` (0-based): this process's share of its items, micro-batch by micro-batch."""
+    import torch
+
+    accelerator, config = run.accelerator, run.config
+    rank = accelerator.process_index
+    idx = step_indices(len(run.features), step, run.per_process * run.world, run.seed)
+    group = [run.features[i] for i in idx[rank * run.per_process : (rank + 1) * run.per_process]]
+    normalizer = _step_normalizer(run, group)
+    micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
+    step_loss = 0.0
+    stats: dict[str, float] = {}
+    for k, micro_batch in enumerate(micro):
+        loss, micro_stats = _backward(run, micro_batch, normalizer, sync=k == len(micro) - 1)
+        step_loss += loss
+        for key, v in micro_stats.items():
+            stats[key] = stats.get(key, 0.0) + v / len(micro)
+    if run.world > 1:  # log the loss of the whole step, not this process's share
+        step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), reduction="mean"))
+    if config.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(run.net.parameters(), config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return StepLog(step + 1, run.steps, step_loss, run.scheduler.get_last_lr()[0], run.tokens_seen, stats)
+
+
+def _step_normalizer(run: _TrainingRun, group: list[dict[str, Any]]) -> float:
+    """The loss divisor of this step: the token (or sequence) count of the whole step's items."""
+    import torch
+
+    normalizer = sum(run.objective.size(f) for f in group) or 1.0
+    if run.world > 1:
+        # Normalise by the whole step's count across processes (DDP averages gradients, hence
+        # the division by `world`), so N processes compute what one process would.
+        total = run.accelerator.reduce(torch.tensor(float(normalizer), device=run.accelerator.device), reduction="sum")
+        normalizer = float(total) / run.world
+    return normalizer
+
+
+def _backward(run: _TrainingRun, features: list[dict[str, Any]], normalizer: float, sync: bool) -> tuple[float, dict[str, float]]:
+    """Forward and backward of one micro-batch; gradients are all-reduced only when `sync`."""
+    accelerator = run.accelerator
+    batch = run.objective.collate(features, run.tokenizer.pad_token_id)
+    batch = {key: (v.to(accelerator.device) if hasattr(v, "to") else v) for key, v in batch.items()}
+    no_sync = accelerator.no_sync(run.net) if not sync and run.world > 1 else contextlib.nullcontext()
+    with no_sync, accelerator.autocast():
+        loss, stats = run.objective.loss(run.net, batch, normalizer)
+        accelerator.backward(loss)
+    run.tokens_seen += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+    return float(loss.detach()), stats
+
+
+def _save_final(run: _TrainingRun, output_dir: Path, state_root: Path | None, started: float) -> TrainResult:
+    """Write the checkpoint (and training.json) on the main process; the resumable state is then obsolete."""
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(net)
-    state_dict = accelerator.get_state_dict(net)
+    unwrapped = accelerator.unwrap_model(run.net)
+    state_dict = accelerator.get_state_dict(run.net)
     result = TrainResult(
-        checkpoint=str(output_dir), steps=steps, examples=len(features), dropped=dropped,
-        tokens=sum(len(f["input_ids"]) for f in features), seconds=round(time.time() - t0, 3),
-        losses=losses, resumed_from_step=start_step, processes=world,
-    )
+        checkpoint=str(output_dir), steps=run.steps, examples=len(run.features), dropped=run.dropped,
+        tokens=sum(len(f["input_ids"]) for f in run.features), seconds=round(time.time() - started, 3),
+        losses=run.losses, resumed_from_step=run.start_step, processes=run.world,
+    )  # fmt: skip
     if accelerator.is_main_process:
-        _save_checkpoint(unwrapped, state_dict, tokenizer, output_dir, config.lora, result)
+        _save_checkpoint(unwrapped, state_dict, run.tokenizer, output_dir, run.config.lora, result)
         if state_root is not None and state_root.exists():
             shutil.rmtree(state_root, ignore_errors=True)
     accelerator.wait_for_everyone()
-    del net, optimizer, base
-    accelerator.free_memory()
     return result
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _save_checkpoint(model: Any, state_dict: Any, tokenizer: Any, output_dir: Path, lora: bool, result: TrainResult) -> None:

@@ -15,8 +15,10 @@ signal-and-fork harness has: the kernel drops signals sent to PID 1 from inside 
 process in the namespace, however it daemonized.
 """
 
+import builtins
 import errno
 import json
+import linecache
 import math
 import os
 import resource
@@ -25,6 +27,7 @@ import signal
 import struct
 import sys
 import time
+import traceback
 
 HEADER = struct.Struct(">I")
 MAX_REQUEST = 64 << 20
@@ -124,25 +127,42 @@ def type_name(x):
 def child(req, workdir, out_w, err_w, res_w):
     """Runs in the forked child: confine, run the program, send the result, _exit. Never returns.
 
-    What is the same for every program (stdio objects, signal dispositions, environment, fixed
-    limits) was set once in the worker by `prepare_children`; a fork copies every page it
-    touches, so the less done here, the faster.
+    The steps, in this order: own session and stdio, resource limits, the seccomp filter, run,
+    report. There is no privilege drop here: the worker gave up root (`drop_privileges`) before it
+    forked any child. What is the same for every program (stdio objects, signal dispositions,
+    environment, fixed limits) was set once in the worker by `prepare_children`; a fork copies
+    every page it touches, so the less done here, the faster.
     """
-    import builtins
-    import linecache
-    import traceback
-
-    lim = req["limits"]
+    # Bound before the program runs: it may replace os._exit, os.write or json.dumps.
+    dumps, write, _exit = json.dumps, os.write, os._exit
     me = os.getpid()
+    lim = req["limits"]
+    take_session_and_stdio(out_w, err_w, res_w)
+    set_program_limits(lim)
+    if Seccomp.ok:
+        load_filter(child_filter(me, os.getppid(), bool(lim.get("allow_fork"))))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the worker ignores it; a program may not
+    os.chdir(workdir)
+    message = run_program(req)
+    flush_program_stdio()
+    if os.getpid() != me:  # a process the program forked ran off the end: only the program reports
+        _exit(0)
+    send_result(message, dumps, write)
+    _exit(0)
+
+
+def take_session_and_stdio(out_w, err_w, res_w):
+    """A session of its own; fds 0-3 are /dev/null and the output and result pipes, nothing else."""
     os.setsid()
     os.dup2(DEVNULL[0], 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.dup2(res_w, 3)
     os.closerange(4, 1 << 16)  # the host channel and every other worker fd
-    dumps = json.dumps
-    write = os.write
-    _exit = os._exit
+
+
+def set_program_limits(lim):
+    """The request's per-program rlimits (the fixed ones were set once by `prepare_children`)."""
     cpu = max(1, math.ceil(lim["cpu"]))
     for which, soft, hard in (
         (resource.RLIMIT_CPU, cpu + 1, cpu + 2),  # a backstop: the worker kills at the exact limit
@@ -155,16 +175,36 @@ def child(req, workdir, out_w, err_w, res_w):
             resource.setrlimit(which, (soft, hard))
         except (ValueError, OSError):  # a hard limit already below ours: keep the lower one
             resource.setrlimit(which, (min(soft, resource.getrlimit(which)[1]), resource.getrlimit(which)[1]))
-    if Seccomp.ok:
-        load_filter(child_filter(os.getpid(), os.getppid(), bool(lim.get("allow_fork"))))
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the worker ignores it; a program may not
-    os.chdir(workdir)
 
+
+def run_program(req):
+    """Run the program (and its entry function, if the request names one); the result message."""
     entry = req.get("entry")
     want_names = bool(req.get("names"))
     glob = {"__name__": "__main__", "__builtins__": builtins, "__file__": "<program>"}
     start_names = set(glob)
     entry_locals = []
+    source = req["code"]
+    linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")  # source lines in tracebacks
+    message, exc = execute(source, glob, entry, entry_locals if want_names else None)
+    if want_names:  # before an exception's message, which may clear the program's globals
+        names = defined_names(glob, start_names, entry_locals)
+    if exc is not None:
+        message = exception_message(exc, glob)
+    if "value" in message:
+        message = value_message(message["value"])
+    if want_names:
+        message["names"] = names
+    return message
+
+
+def execute(source, glob, entry, entry_locals):
+    """exec the program in `glob`, then call `entry()`: (message, the exception it raised or None).
+
+    With a list for `entry_locals`, the entry function's local names are put there as it returns.
+    The exception is caught here, in the frame that runs the program, so that its traceback's
+    second frame is the program's own.
+    """
     message = {}
 
     def profiler(frame, event, arg):
@@ -172,10 +212,7 @@ def child(req, workdir, out_w, err_w, res_w):
             entry_locals[:] = list(frame.f_locals)[:NAMES_CAP]
 
     entry_code = None
-    exc = None
     stage = "exec"
-    source = req["code"]
-    linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")  # source lines in tracebacks
     try:
         code = compile(source, "<program>", "exec")
         exec(code, glob)
@@ -186,7 +223,7 @@ def child(req, workdir, out_w, err_w, res_w):
                 message = {"status": "no_entry", "error": f"the program defines no function {entry}()"}
             else:
                 entry_code = getattr(fn, "__code__", None)
-                if want_names:
+                if entry_locals is not None:
                     sys.setprofile(profiler)
                 value = fn()
                 sys.setprofile(None)
@@ -206,46 +243,59 @@ def child(req, workdir, out_w, err_w, res_w):
             message = {"status": "exception", "exc_type": "SystemExit", "error": f"SystemExit: {str(e.code)[:200]}"}
     except BaseException as e:  # everything the program raises, KeyboardInterrupt included
         sys.setprofile(None)
-        exc = e
-    if want_names:
+        return message, e
+    return message, None
+
+
+def defined_names(glob, start_names, entry_locals):
+    """The names the program defined (globals, then the entry function's locals), capped."""
+    try:
+        names = [k for k in glob if k not in start_names and not (k.startswith("__") and k.endswith("__"))]
+        names += [k for k in entry_locals if k not in names]
+        return [str(k) for k in names[:NAMES_CAP]]
+    except BaseException:
+        return []
+
+
+def exception_message(exc, glob):
+    """The result message of a program that raised `exc` (MemoryError for the address-space limit)."""
+    name = "Exception"
+    try:
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and type(exc.errno) is int and exc.errno == errno.ENOMEM):
+            name = "MemoryError"  # mmap and friends report the address-space limit as ENOMEM
+            glob.clear()  # let go of what the program holds before formatting anything
+        else:
+            name = str(type(exc).__name__)
+        text = str(exc)[:1000]
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))
+    except BaseException:
+        text, tb = "(unprintable exception)", ""
+    return {"status": "exception", "exc_type": name, "error": f"{name}: {text}" if text else name, "traceback": tb[-TRACEBACK_CAP:]}
+
+
+def value_message(value):
+    """The result message of a returned value, as plain JSON (or why it cannot be)."""
+    try:  # str() or int() of a program's object runs its code: still inside the limits
+        return {"status": "ok", "value": plain(value), "type": type_name(value)}
+    except BaseException as e:
         try:
-            names = [k for k in glob if k not in start_names and not (k.startswith("__") and k.endswith("__"))]
-            names += [k for k in entry_locals if k not in names]
-            names = [str(k) for k in names[:NAMES_CAP]]
+            why = f"{type(e).__name__}: {str(e)[:300]}"
         except BaseException:
-            names = []
-    if exc is not None:
-        name = "Exception"
-        try:
-            if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and type(exc.errno) is int and exc.errno == errno.ENOMEM):
-                name = "MemoryError"  # mmap and friends report the address-space limit as ENOMEM
-                glob.clear()  # let go of what the program holds before formatting anything
-            else:
-                name = str(type(exc).__name__)
-            text = str(exc)[:1000]
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))
-        except BaseException:
-            text, tb = "(unprintable exception)", ""
-        message = {"status": "exception", "exc_type": name, "error": f"{name}: {text}" if text else name, "traceback": tb[-TRACEBACK_CAP:]}
-    if "value" in message:
-        value = message["value"]
-        try:  # str() or int() of a program's object runs its code: still inside the limits
-            message = {"status": "ok", "value": plain(value), "type": type_name(value)}
-        except BaseException as e:
-            try:
-                why = f"{type(e).__name__}: {str(e)[:300]}"
-            except BaseException:
-                why = "unprintable"
-            message = {"status": "no_result", "error": f"the returned value cannot be represented ({why})"}
-    if want_names:
-        message["names"] = names
+            why = "unprintable"
+        return {"status": "no_result", "error": f"the returned value cannot be represented ({why})"}
+
+
+def flush_program_stdio():
+    """Whatever the program left in sys.stdout and sys.stderr's buffers goes out to its pipes."""
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
-    if os.getpid() != me:  # a process the program forked ran off the end: only the program reports
-        _exit(0)
+
+
+def send_result(message, dumps, write):
+    """The message as one JSON document on fd 3, the result channel the worker reads."""
     try:
         data = dumps(message, ensure_ascii=True).encode("ascii")
     except BaseException as e:
@@ -255,7 +305,6 @@ def child(req, workdir, out_w, err_w, res_w):
             data = data[write(3, data) :]
     except BaseException:
         pass
-    _exit(0)
 
 
 # -------------------------------------------------------------------- the worker (supervisor)
@@ -371,7 +420,7 @@ def wipe(path):
     import shutil
     import stat
 
-    def fix(func, p, exc):  # a program may leave unreadable or unwritable directories
+    def fix(_func, p, exc):  # a program may leave unreadable or unwritable directories
         try:
             os.chmod(os.path.dirname(p), stat.S_IRWXU)
             os.chmod(p, stat.S_IRWXU)
@@ -923,9 +972,7 @@ def warm_up():
     well under 1 ms. gc.freeze() keeps the children's collector off the inherited objects, which
     would otherwise copy their pages.
     """
-    import builtins
     import gc
-    import traceback
 
     glob = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile("def solution():\n    x = [1, 2.5, 'a']\n    return x\n", "<warm-up>", "exec"), glob)

@@ -165,6 +165,32 @@ class Models(ModelSlot):
         return load_backend(cfg.teacher_backend, model=model, **cfg.teacher_backend_options)
 
 
+@dataclass
+class PadRun:
+    """What the phases of one PaD run share: its context, options, splits, prompts, program verifier and models."""
+
+    ctx: Any
+    cfg: PadConfig
+    fit: list[Any]
+    dev: list[Any]
+    heldout: list[Any]
+    prompts: ProgramPrompts
+    verifier: Any  # the `program` verifier: runs each program in the sandbox
+    models: Models
+    by_id: dict[str, Any] = field(init=False)  # the fit examples by id
+
+    def __post_init__(self) -> None:
+        self.by_id = {e.id: e for e in self.fit}
+
+    def params(self, style: str, n: int = 1, temperature: float = 0.0, seed: int = 0) -> SamplingParams:
+        """Sampling parameters of programs in `style` (greedy unless a temperature is given)."""
+        cfg = self.cfg
+        return SamplingParams(
+            n=n, temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0, max_new_tokens=cfg.max_new_tokens,
+            stop=self.prompts.stop_sequences(style), seed=seed,
+        )
+
+
 class Pad(Method):
     """PaD: distil a teacher's sandbox-verified programs into a student; self-refinement; step-verified decoding."""
 
@@ -176,96 +202,86 @@ class Pad(Method):
     Config = PadConfig
 
     def run(self, ctx: Any) -> dict[str, Any]:
-        """The PaD pipeline, top to bottom; every step is a resumable phase."""
+        """The base student, then each round (sample, repair, build, train, evaluate): every step a resumable phase."""
         from cotkit import make_verifier
 
-        self.cfg = cfg = ctx.options
+        cfg: PadConfig = ctx.options
         task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg)
-        by_id = {e.id: e for e in fit}
-        self.prompts = ProgramPrompts(task, cfg.shots)
-        self.verifier = make_verifier("program", **cfg.verifier_options)
-        models = Models(ctx)
-        base, current = "base", "base"
-        base_style = PROMPT_STYLES[cfg.base_prompt]
+        prompts, verifier = ProgramPrompts(task, cfg.shots), make_verifier("program", **cfg.verifier_options)
+        run = PadRun(ctx, cfg, fit, dev, heldout, prompts, verifier, Models(ctx))
+        student = "base"
         try:
-            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, base, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev", base_style))
-            if heldout:
-                ctx.phase(
-                    "iter_000/eval_heldout",
-                    lambda: self.evaluate(ctx, models, base, heldout, ctx.iter_dir(0) / "eval_heldout.jsonl", task.heldout_split, base_style),
-                )
-            ctx.write_report()
+            self.evaluate_base(run)
             for it in range(1, cfg.iterations + 1):
-                d = ctx.iter_dir(it)
-                name = f"iter_{it:03d}"
-                sampler = TEACHER if it == 1 or current == base else current  # a base student has not learnt its format
-                sampled = ctx.phase(f"{name}/sample", lambda: self.sample_programs(ctx, models, sampler, fit, d / "samples.jsonl", f"{name}/sample"))
-                if cfg.repair_unsolved:
-                    ctx.phase(
-                        f"{name}/repair",
-                        lambda: self.repair_programs(ctx, models, sampler, by_id, d, set(sampled["unsolved_ids"]), f"{name}/repair"),
-                    )
-                models.close()  # free the sampler's memory before fine-tuning
-                built = ctx.phase(f"{name}/build", lambda: self.build_train_set(ctx, it, by_id))
-                if built["train_examples"] == 0:
-                    ctx.log(f"[yellow]{name}: no verified program to train on; the student is unchanged this round[/yellow]")
-                    trained = ctx.phase(f"{name}/train", lambda: {"checkpoint": current, "steps": 0, "skipped": True, "examples": 0})
-                else:
-                    init = base if cfg.init == "base" else current
-                    trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
-                current = trained["checkpoint"]
-                student_style = PROMPT_STYLES["student"] if current != base else base_style
-                ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(ctx, models, current, dev, d / "eval_dev.jsonl", "dev", student_style))
-                if heldout and it == cfg.iterations:
-                    split = task.heldout_split
-                    ctx.phase(
-                        f"{name}/eval_heldout",
-                        lambda: self.evaluate(ctx, models, current, heldout, d / "eval_heldout.jsonl", split, student_style),
-                    )
-                    if cfg.refine:
-                        ctx.phase(
-                            f"{name}/eval_heldout_refine",
-                            lambda: self.evaluate_refined(ctx, models, current, heldout, d / "eval_heldout.jsonl", d / "eval_heldout_refine.jsonl", split),
-                        )
-                    if cfg.step_verify:
-                        ctx.phase(
-                            f"{name}/eval_heldout_stepverify",
-                            lambda: self.evaluate_step_verified(
-                                ctx, models, current, heldout, d / "eval_heldout_stepverify.jsonl", split, student_style, f"{name}/eval_heldout_stepverify"
-                            ),
-                        )
-                ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
-                if cfg.keep_checkpoints == "last":
-                    self.prune_checkpoints(ctx, it)
-                ctx.show_iterations()
-                ctx.write_report()
+                student = self.round(run, it, student)
         finally:
-            models.close()
-            self.verifier.close()
-        return {"final_checkpoint": current}
+            run.models.close()
+            run.verifier.close()
+        return {"final_checkpoint": student}
+
+    def round(self, run: PadRun, it: int, current: str) -> str:
+        """Round `it`: sample programs (and repairs), build the training set, fine-tune, evaluate; the new student."""
+        ctx, cfg = run.ctx, run.cfg
+        d, name = ctx.iter_dir(it), f"iter_{it:03d}"
+        sampler = TEACHER if it == 1 or current == "base" else current  # a base student has not learnt its format
+        sampled = ctx.phase(f"{name}/sample", lambda: self.sample_programs(run, sampler, d / "samples.jsonl", f"{name}/sample"))
+        if cfg.repair_unsolved:
+            ctx.phase(f"{name}/repair", lambda: self.repair_programs(run, sampler, d, set(sampled["unsolved_ids"]), f"{name}/repair"))
+        run.models.close()  # free the sampler's memory before fine-tuning
+        built = ctx.phase(f"{name}/build", lambda: self.build_train_set(ctx, it, run.by_id))
+        if built["train_examples"] == 0:
+            ctx.log(f"[yellow]{name}: no verified program to train on; the student is unchanged this round[/yellow]")
+            trained = ctx.phase(f"{name}/train", lambda: {"checkpoint": current, "steps": 0, "skipped": True, "examples": 0})
+        else:
+            init = "base" if cfg.init == "base" else current
+            trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
+        student = trained["checkpoint"]
+        style = PROMPT_STYLES["student"] if student != "base" else PROMPT_STYLES[cfg.base_prompt]
+        ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(run, student, run.dev, d / "eval_dev.jsonl", "dev", style))
+        if run.heldout and it == cfg.iterations:
+            self.evaluate_final(run, d, name, student, style)
+        ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
+        if cfg.keep_checkpoints == "last":
+            self.prune_checkpoints(ctx, it)
+        ctx.show_iterations()
+        ctx.write_report()
+        return student
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def _params(self, style: str, n: int = 1, temperature: float = 0.0, seed: int = 0) -> SamplingParams:
-        cfg: PadConfig = self.cfg
-        return SamplingParams(
-            n=n, temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0, max_new_tokens=cfg.max_new_tokens,
-            stop=self.prompts.stop_sequences(style), seed=seed,
-        )
+    def evaluate_base(self, run: PadRun) -> None:
+        """The base student on dev and held-out, with the base prompt (it has not learnt the student format)."""
+        ctx, style = run.ctx, PROMPT_STYLES[run.cfg.base_prompt]
+        ctx.phase("iter_000/eval_dev", lambda: self.evaluate(run, "base", run.dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev", style))
+        if run.heldout:
+            split = ctx.task.heldout_split
+            ctx.phase("iter_000/eval_heldout", lambda: self.evaluate(run, "base", run.heldout, ctx.iter_dir(0) / "eval_heldout.jsonl", split, style))
+        ctx.write_report()
 
-    def evaluate(self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str) -> dict[str, Any]:
+    def evaluate_final(self, run: PadRun, d: Path, name: str, student: str, style: str) -> None:
+        """The last student on held-out three ways on the same examples: greedy, with the refinement pass, step-verified."""
+        ctx, heldout, split = run.ctx, run.heldout, run.ctx.task.heldout_split
+        ctx.phase(f"{name}/eval_heldout", lambda: self.evaluate(run, student, heldout, d / "eval_heldout.jsonl", split, style))
+        if run.cfg.refine:
+            ctx.phase(
+                f"{name}/eval_heldout_refine",
+                lambda: self.evaluate_refined(run, student, heldout, d / "eval_heldout.jsonl", d / "eval_heldout_refine.jsonl", split),
+            )
+        if run.cfg.step_verify:
+            phase = f"{name}/eval_heldout_stepverify"
+            ctx.phase(phase, lambda: self.evaluate_step_verified(run, student, heldout, d / "eval_heldout_stepverify.jsonl", split, style, phase))
+
+    def evaluate(self, run: PadRun, model: str, examples: list[Any], output: Path, split: str, style: str) -> dict[str, Any]:
         """Greedy accuracy of a student on `examples`: its program is run in the sandbox and its result compared."""
         from cotkit import evaluate
 
         summary = evaluate(
-            self.prompts, examples, models.get(model), self.verifier, style=style, params=self._params(style), output=output, model_label=model
+            run.prompts, examples, run.models.get(model), run.verifier, style=style, params=run.params(style), output=output, model_label=model
         )
         return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": "greedy", **summary}
 
-    def evaluate_refined(
-        self, ctx: Any, models: Models, model: str, examples: list[Any], plain: Path, output: Path, split: str
-    ) -> dict[str, Any]:
+    def evaluate_refined(self, run: PadRun, model: str, examples: list[Any], plain: Path, output: Path, split: str) -> dict[str, Any]:
         """The plain evaluation's programs with the refinement pass: failures go back to the student with their error.
 
         Only what a run shows without the gold answer triggers a repair (an exception, a timeout,
@@ -274,17 +290,17 @@ class Pad(Method):
         """
         from cotkit import Sample, atomic_write_jsonl, sample_row, summarize, wilson_interval
 
-        cfg: PadConfig = ctx.options
+        cfg = run.cfg
         rows = read_jsonl(plain)
         if len(rows) != len(examples):
             raise ConfigError(f"{plain}: {len(rows)} rows for {len(examples)} examples; the plain evaluation is incomplete")
         samples = [Sample(example=ex, completion=row["completion"], stop=list(STOPS)) for ex, row in zip(examples, rows)]
-        checks = self.verifier.check(samples)
+        checks = run.verifier.check(samples)
         before = [c.verdict.correct for c in checks]
         completions = [s.completion for s in samples]
         rounds = [0] * len(samples)
         history: list[list[dict[str, Any]]] = [[] for _ in samples]
-        params = self._params(PROMPT_STYLES["student"])
+        params = run.params(PROMPT_STYLES["student"])
         for _ in range(cfg.refine_rounds):
             todo = []
             for i, (ex, check) in enumerate(zip(examples, checks)):
@@ -293,9 +309,9 @@ class Pad(Method):
                     todo.append((i, repair_prompt(ex.question, shown, feedback), feedback))
             if not todo:
                 break
-            grid = models.get(model).generate([p for _, p, _ in todo], params, progress=True)
+            grid = run.models.get(model).generate([p for _, p, _ in todo], params, progress=True)
             fixed = [Sample(example=examples[i], completion=g[0].text, prompt=p, stop=list(STOPS)) for (i, p, _), g in zip(todo, grid)]
-            for (i, prompt, feedback), check, sample in zip(todo, self.verifier.check(fixed), fixed):
+            for (i, prompt, feedback), check, sample in zip(todo, run.verifier.check(fixed), fixed):
                 history[i].append({"feedback": feedback, "prompt": prompt, "completion": sample.completion, "verdict": check.verdict.status.value})
                 checks[i], completions[i] = check, sample.completion
                 rounds[i] += 1
@@ -319,7 +335,7 @@ class Pad(Method):
         }
 
     def evaluate_step_verified(
-        self, ctx: Any, models: Models, model: str, examples: list[Any], output: Path, split: str, style: str, phase: str
+        self, run: PadRun, model: str, examples: list[Any], output: Path, split: str, style: str, phase: str
     ) -> dict[str, Any]:
         """Accuracy with step-verified decoding: step-level beam search over program statements, each
         partial program scored by the step scorer (`exec`: it runs in the sandbox and binds new names).
@@ -329,22 +345,22 @@ class Pad(Method):
         """
         from cotkit import BeamBackend, BeamSettings, atomic_write_jsonl, evaluate, make_step_scorer, prompt_key
 
-        cfg: PadConfig = ctx.options
+        cfg, ctx = run.cfg, run.ctx
         scorer = make_step_scorer(cfg.step_scorer, **cfg.step_scorer_options)
-        by_prompt = {prompt_key(self.prompts.prompt(ex, style)): ex for ex in examples}
+        by_prompt = {prompt_key(run.prompts.prompt(ex, style)): ex for ex in examples}
         settings = BeamSettings(beam_width=cfg.beam_width, expand=cfg.beam_expand, max_new_tokens=cfg.max_new_tokens)
-        search = BeamBackend(models.get(model), scorer, settings, example_of=lambda p: by_prompt.get(prompt_key(p)))
+        search = BeamBackend(run.models.get(model), scorer, settings, example_of=lambda p: by_prompt.get(prompt_key(p)))
         params = SamplingParams(
             n=1, temperature=cfg.beam_temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-            stop=self.prompts.stop_sequences(style), seed=ctx.seed_for(phase),
+            stop=run.prompts.stop_sequences(style), seed=ctx.seed_for(phase),
         )  # fmt: skip
         try:
-            summary = evaluate(self.prompts, examples, search, self.verifier, style=style, params=params, output=output, model_label=model)
+            summary = evaluate(run.prompts, examples, search, run.verifier, style=style, params=params, output=output, model_label=model)
         finally:
             scorer.close()  # not search.close(): that would close the student's backend, which `models` owns
         out_rows = read_jsonl(output)
         for row, ex in zip(out_rows, examples):
-            beams = search.traces.get(prompt_key(self.prompts.prompt(ex, style)), [])
+            beams = search.traces.get(prompt_key(run.prompts.prompt(ex, style)), [])
             row["search"] = beams[0].to_dict(settings) if beams else None
         atomic_write_jsonl(output, out_rows)
         decoding = f"step-verified beam search (width {cfg.beam_width}, expand {cfg.beam_expand}, scorer {cfg.step_scorer})"
@@ -352,15 +368,15 @@ class Pad(Method):
 
     # -- data --------------------------------------------------------------------------------
 
-    def sample_programs(self, ctx: Any, models: Models, sampler: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
-        """Sample programs (teacher: PAL few-shot; a student: its own format), run each in the sandbox, save every one."""
+    def sample_programs(self, run: PadRun, sampler: str, output: Path, phase: str) -> dict[str, Any]:
+        """Sample programs for the fit questions (teacher: PAL few-shot; a student: its own format); run and save every one."""
         from cotkit import sample
 
-        cfg: PadConfig = ctx.options
+        ctx, cfg, examples = run.ctx, run.cfg, run.fit
         style = PROMPT_STYLES[cfg.teacher_prompt] if sampler == TEACHER else PROMPT_STYLES["student"]
-        params = self._params(style, n=cfg.samples_per_question, temperature=cfg.temperature, seed=ctx.seed_for(phase))
-        samples = sample(self.prompts, examples, models.get(sampler), params, style=style, progress=True)
-        checks = self.verifier.check(samples)
+        params = run.params(style, n=cfg.samples_per_question, temperature=cfg.temperature, seed=ctx.seed_for(phase))
+        samples = sample(run.prompts, examples, run.models.get(sampler), params, style=style, progress=True)
+        checks = run.verifier.check(samples)
         rows = [program_row(s, c, sampler, cfg) for s, c in zip(samples, checks)]
         from cotkit import atomic_write_jsonl
 
@@ -383,13 +399,11 @@ class Pad(Method):
             "unsolved_ids": [e.id for e in examples if e.id not in solved],
         }
 
-    def repair_programs(
-        self, ctx: Any, models: Models, sampler: str, by_id: dict[str, Any], d: Path, unsolved: set[str], phase: str
-    ) -> dict[str, Any]:
+    def repair_programs(self, run: PadRun, sampler: str, d: Path, unsolved: set[str], phase: str) -> dict[str, Any]:
         """Ask the sampler to repair its failed programs of unsolved questions; run and keep every repair."""
         from cotkit import Sample, atomic_write_jsonl
 
-        cfg: PadConfig = ctx.options
+        ctx, cfg, by_id = run.ctx, run.cfg, run.by_id
         todo: list[tuple[Any, str, str]] = []
         seen: dict[str, set[str]] = {}
         for row in read_jsonl(d / "samples.jsonl"):
@@ -407,12 +421,12 @@ class Pad(Method):
         else:
             style = PROMPT_STYLES["student"]
             prompts = [repair_prompt(ex.question, prog, fb) for ex, prog, fb in todo]
-        params = self._params(style, n=1, temperature=cfg.temperature, seed=ctx.seed_for(phase))
-        grid = models.get(sampler).generate(prompts, params, progress=True) if prompts else []
+        params = run.params(style, n=1, temperature=cfg.temperature, seed=ctx.seed_for(phase))
+        grid = run.models.get(sampler).generate(prompts, params, progress=True) if prompts else []
         samples = [Sample(example=ex, completion=g[0].text, stop=list(STOPS)) for (ex, _, _), g in zip(todo, grid)]
         for s, g in zip(samples, grid):
             s.meta = {"finish_reason": g[0].finish_reason, "n_tokens": g[0].n_tokens}
-        checks = self.verifier.check(samples)
+        checks = run.verifier.check(samples)
         rows = []
         for (ex, prog, fb), s, c in zip(todo, samples, checks):
             row = program_row(s, c, sampler, cfg)
