@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotkit.answers import last_boxed
+from cotkit import last_boxed
 from cotkit.types import AnswerKind, Example, Sample, Status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def run_fidelity(items: list[Item], show_all: bool, timeout: float) -> int:
 
 def run_math500(path: Path) -> None:
     """Time MATH-500 gold-vs-gold and gold-vs-own-solution, cold (worker start-up included) and warm."""
-    from cotkit.latex import answer_structure, normalize_answer
+    from cotkit import answer_structure, normalize_answer
     from cotkit_plugins.verifiers.math_equiv import MathEquiv, compare_answers
 
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]

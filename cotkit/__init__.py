@@ -94,44 +94,44 @@ _EXPORTS: dict[str, str] = {
     "find_local": "cotkit.data",
     "resolve_data_dir": "cotkit.data",
     # reading answers out of model text
-    "Extraction": "cotkit.answers",
-    "Number": "cotkit.answers",
-    "extract_answer": "cotkit.answers",
-    "cut_completion": "cotkit.answers",
-    "last_number": "cotkit.answers",
-    "last_boxed": "cotkit.answers",
-    "parse_number": "cotkit.answers",
-    "parse_gold_number": "cotkit.answers",
-    "format_number": "cotkit.answers",
-    "numbers_equal": "cotkit.answers",
-    "canonical_numeral": "cotkit.answers",
-    "numeral_size": "cotkit.answers",
-    "digit_limit": "cotkit.answers",
-    "normalize_label": "cotkit.answers",
-    "normalize_text": "cotkit.answers",
-    "normalize_math": "cotkit.answers",
-    "open_text_equal": "cotkit.answers",
-    "extract_math_answer": "cotkit.latex",
-    "normalize_answer": "cotkit.latex",
-    "answer_structure": "cotkit.latex",
-    "form_problem": "cotkit.latex",
-    "question_wants_order": "cotkit.latex",
-    "is_plain_number": "cotkit.latex",
-    "is_words": "cotkit.latex",
-    "TEXT_UNITS": "cotkit.steps",
-    "split_text": "cotkit.steps",
-    "split_program": "cotkit.steps",
-    "program_source": "cotkit.steps",
+    "Extraction": "cotkit.reading.answers",
+    "Number": "cotkit.reading.answers",
+    "extract_answer": "cotkit.reading.answers",
+    "cut_completion": "cotkit.reading.answers",
+    "last_number": "cotkit.reading.answers",
+    "last_boxed": "cotkit.reading.answers",
+    "parse_number": "cotkit.reading.answers",
+    "parse_gold_number": "cotkit.reading.answers",
+    "format_number": "cotkit.reading.answers",
+    "numbers_equal": "cotkit.reading.answers",
+    "canonical_numeral": "cotkit.reading.answers",
+    "numeral_size": "cotkit.reading.answers",
+    "digit_limit": "cotkit.reading.answers",
+    "normalize_label": "cotkit.reading.answers",
+    "normalize_text": "cotkit.reading.answers",
+    "normalize_math": "cotkit.reading.answers",
+    "open_text_equal": "cotkit.reading.answers",
+    "extract_math_answer": "cotkit.reading.latex",
+    "normalize_answer": "cotkit.reading.latex",
+    "answer_structure": "cotkit.reading.latex",
+    "form_problem": "cotkit.reading.latex",
+    "question_wants_order": "cotkit.reading.latex",
+    "is_plain_number": "cotkit.reading.latex",
+    "is_words": "cotkit.reading.latex",
+    "TEXT_UNITS": "cotkit.reading.steps",
+    "split_text": "cotkit.reading.steps",
+    "split_program": "cotkit.reading.steps",
+    "program_source": "cotkit.reading.steps",
     # running untrusted model code
     "Sandbox": "cotkit.sandbox",
     "Job": "cotkit.sandbox",
     "Limits": "cotkit.sandbox",
     "Outcome": "cotkit.sandbox",
     "requested_isolation": "cotkit.sandbox.isolation",
-    "WorkerPool": "cotkit.timelimit",
-    "TimeLimitExceeded": "cotkit.timelimit",
-    "WorkerCrashed": "cotkit.timelimit",
-    "WorkerFailed": "cotkit.timelimit",
+    "WorkerPool": "cotkit.reading.timelimit",
+    "TimeLimitExceeded": "cotkit.reading.timelimit",
+    "WorkerCrashed": "cotkit.reading.timelimit",
+    "WorkerFailed": "cotkit.reading.timelimit",
     # errors (a CotkitError is one line for the user, exit code 2 for bad input)
     "CotkitError": "cotkit.errors",
     "ConfigError": "cotkit.errors",
@@ -164,7 +164,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # editors and type checkers see the real definitions
-    from cotkit.answers import (
+    from cotkit.reading.answers import (
         Extraction,
         Number,
         canonical_numeral,
@@ -228,7 +228,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples
     from cotkit.hookspecs import hookimpl
     from cotkit.jsonl import append_jsonl_rows, atomic_write_jsonl, read_jsonl, read_jsonl_tolerant
-    from cotkit.latex import (
+    from cotkit.reading.latex import (
         answer_structure,
         extract_math_answer,
         form_problem,
@@ -243,6 +243,6 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.sandbox import Job, Limits, Outcome, Sandbox
     from cotkit.sandbox.isolation import requested_isolation
     from cotkit.stats import wilson_interval
-    from cotkit.steps import TEXT_UNITS, program_source, split_program, split_text
-    from cotkit.timelimit import TimeLimitExceeded, WorkerCrashed, WorkerFailed, WorkerPool
+    from cotkit.reading.steps import TEXT_UNITS, program_source, split_program, split_text
+    from cotkit.reading.timelimit import TimeLimitExceeded, WorkerCrashed, WorkerFailed, WorkerPool
     from cotkit.types import AnswerKind, Choice, Example, Message, Prompt, Sample, Status, Verdict

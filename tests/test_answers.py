@@ -1,4 +1,4 @@
-"""Answer extraction helpers (cotkit.answers): cutting, cues, numbers, labels, closed sets, sequences."""
+"""Answer extraction helpers (cotkit.reading.answers): cutting, cues, numbers, labels, closed sets, sequences."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from cotkit import answers
-from cotkit.answers import (
+from cotkit.reading import answers
+from cotkit.reading.answers import (
     cut_completion,
     extract_answer,
     find_cues,

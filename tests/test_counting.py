@@ -99,7 +99,7 @@ def test_in_run_evaluation_and_report_count_error_rows(host, plugin, tiny_model,
     from cotkit.contracts import SamplingParams
     from cotkit.harness.evaluate import evaluate
     from cotkit.models import load_backend
-    from cotkit.report import write_report
+    from cotkit.run.report import write_report
 
     host.load_file(plugin)
     task = host.task("gsm8k", data_dir=data_dir)
@@ -126,7 +126,7 @@ def test_in_run_evaluation_and_report_count_error_rows(host, plugin, tiny_model,
 
 def test_report_reads_summaries_recorded_before_errors_counted(tmp_path):
     """A run recorded its accuracy over the rows without errors (1 of 1 = 100%): the report says 10%."""
-    from cotkit.report import write_report
+    from cotkit.run.report import write_report
 
     old = {"n": 10, "correct": 1, "accuracy": 1.0, "ci_low": 0.206549, "ci_high": 1.0, "unparseable": 0.0,
            "unparseable_count": 0, "timeouts": 0, "errors": 9, "accuracy_parsed": 1.0, "top_answer": "18",

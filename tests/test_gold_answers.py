@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from cotkit.answers import last_boxed
+from cotkit.reading.answers import last_boxed
 from cotkit.errors import DataError
 from cotkit.types import AnswerKind
 

@@ -32,7 +32,7 @@ def test_each_contract_catches_an_import_hidden_in_a_function(tmp_path):
     breaches = {
         "errors.py": "from cotkit.cli import main",
         "jsonl.py": "import cotkit_plugins.methods",
-        "report.py": "from cotkit import RunContext",
+        "run/report.py": "from cotkit import RunContext",
     }
     for name, statement in breaches.items():
         path = tmp_path / "cotkit" / name
@@ -43,6 +43,6 @@ def test_each_contract_catches_an_import_hidden_in_a_function(tmp_path):
     for line in (
         "cotkit.errors is not allowed to import cotkit.cli",
         "cotkit.jsonl -> cotkit_plugins.methods",
-        "cotkit.report -> cotkit (l.",
+        "cotkit.run.report -> cotkit (l.",
     ):
         assert line in res.stdout, res.stdout

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cotkit.answers import last_boxed
-from cotkit.latex import answer_structure, extract_math_answer, normalize_answer
+from cotkit.reading.answers import last_boxed
+from cotkit.reading.latex import answer_structure, extract_math_answer, normalize_answer
 from cotkit.types import AnswerKind, Example, Sample, Status
 
 QUESTION = "Compute the value."

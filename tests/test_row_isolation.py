@@ -120,7 +120,7 @@ def test_exact_match_clean_batch_verdicts(gsm8k):
 
 def test_a_long_number_still_equals_itself(gsm8k):
     """Kept as text, a number too long to read as a value is equal only to the same digits."""
-    from cotkit import answers
+    from cotkit.reading import answers
 
     pred = answers.extract_answer(f"The answer is {HUGE}.", "number").value
     assert pred.value is None and answers.numbers_equal(pred, answers.parse_gold_number("0" + HUGE))

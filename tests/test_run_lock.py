@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cotkit.runlock import LOCK_NAME, RunDirLockedError, RunLock
+from cotkit.run.lock import LOCK_NAME, RunDirLockedError, RunLock
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "tests" / "fixtures" / "run_methods.py"
@@ -93,7 +93,7 @@ def test_the_lock_of_a_killed_run_is_taken_over(data_dir, tiny_model, tmp_path):
 FORKING_HOLDER = textwrap.dedent(
     """
     import os, signal, sys, time
-    from cotkit.runlock import RunLock
+    from cotkit.run.lock import RunLock
 
     RunLock(sys.argv[1]).acquire()
     child = os.fork()

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cotkit.errors import ConfigError, UnknownNameError
-from cotkit.steps import split_program, split_text
+from cotkit.reading.steps import split_program, split_text
 from cotkit.types import AnswerKind, Example
 
 EXAMPLE = Example(

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cotkit.timelimit import TimeLimitExceeded, WorkerFailed, WorkerPool
+from cotkit.reading.timelimit import TimeLimitExceeded, WorkerFailed, WorkerPool
 
 LIMIT = 0.5
 # Generous slack for a loaded 2-core machine: a kill and a reply take milliseconds, not seconds.
@@ -163,7 +163,7 @@ def test_workers_exit_when_their_parent_dies_mid_hang(tmp_path):
             f"""
             import os, sys, threading, time
             sys.path[:0] = {sys.path!r}
-            from cotkit.timelimit import WorkerPool
+            from cotkit.reading.timelimit import WorkerPool
             from test_timelimit import c_loop_forever
             import math
             pool = WorkerPool(1, timeout=600)

@@ -18,8 +18,8 @@ model.CotkitLM.generate_until, model.CotkitLM.loglikelihood_rolling, model.Cotki
 # attributes transformers/tokenizers read after we set them
 _.pad_token, _.padding_side, _.use_cache, _.pre_tokenizer, _.decoder
 
-# started by name in a subprocess (`from cotkit.timelimit import _serve`)
-from cotkit.timelimit import _serve
+# started by name in a subprocess (`from cotkit.reading.timelimit import _serve`)
+from cotkit.reading.timelimit import _serve
 
 _serve
 

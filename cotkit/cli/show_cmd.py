@@ -157,7 +157,7 @@ def _show_run(path: Path) -> None:
     from rich.table import Table
 
     from cotkit.console import out
-    from cotkit.report import fmt_acc, iteration_rows, iteration_table
+    from cotkit.run.report import fmt_acc, iteration_rows, iteration_table
     from cotkit.run import load_run
 
     config, state = load_run(path)

@@ -63,7 +63,7 @@ def train(
         sys.stdout.flush()
         return
 
-    from cotkit.report import iteration_rows, iteration_table
+    from cotkit.run.report import iteration_rows, iteration_table
     from cotkit.run import execute
 
     run_ctx = execute(
@@ -73,7 +73,7 @@ def train(
     if not out.is_terminal:  # on a terminal the run has just shown this table
         out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))
     held = [r for r in rows if "heldout" in r]
-    from cotkit.report import fmt_acc
+    from cotkit.run.report import fmt_acc
 
     for r in held:
         who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"

@@ -372,14 +372,14 @@ class _Search:
         """A program step whose statement is not complete yet (and the solution is not over)."""
         if self.unit != "program" or beam.done:
             return False
-        from cotkit.steps import split_program
+        from cotkit.reading.steps import split_program
 
         split = split_program(beam.text)
         return split.tail == "incomplete" or (split.tail == "" and split.complete < len(beam.steps))
 
     def _check_end(self, beam: Beam, added: str) -> None:
         """Mark the beam finished when its solution is over, cutting at a stop sequence."""
-        from cotkit import answers
+        from cotkit.reading import answers
 
         cut = answers.cut_completion(beam.text, self.stop)
         if len(cut.rstrip()) < len(beam.text.rstrip()):
@@ -394,7 +394,7 @@ class _Search:
             if added.strip() and answers.find_cues(added):
                 beam.finish = "answer"
             return
-        from cotkit.steps import split_program
+        from cotkit.reading.steps import split_program
 
         split = split_program(beam.text)
         if split.closed:

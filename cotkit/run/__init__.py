@@ -7,7 +7,7 @@
       metrics.jsonl    one row per completed phase (rebuilt from state.json, so never torn)
       iter_000/ ...    per-iteration files written by the method (samples, training set, checkpoint)
       report.md, accuracy.png
-      run.lock         present while a process works in the directory (cotkit.runlock); a second
+      run.lock         present while a process works in the directory (cotkit.run.lock); a second
                        process is refused, a lock left by a killed one is taken over
 
 One module per job, each importing only those listed before it:

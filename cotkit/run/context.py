@@ -205,13 +205,13 @@ class RunContext(Generic[ConfigT]):
         """Write report.md and accuracy.png from the phases recorded so far (main process)."""
         if not is_main_process():
             return
-        from cotkit.report import write_report
+        from cotkit.run.report import write_report
 
         write_report(self.path, self.config.to_dict(), self.metrics_rows())
 
     def show_iterations(self) -> None:
         """Print the table of iterations (dev accuracy and funnel) recorded so far."""
-        from cotkit.report import iteration_rows, iteration_table
+        from cotkit.run.report import iteration_rows, iteration_table
 
         self.display.table(iteration_table(iteration_rows(self.metrics_rows()), title=f"{self.run_config.method}: {self.run_config.task}"))
 

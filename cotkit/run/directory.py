@@ -46,7 +46,7 @@ def remove_partial_writes(path: Path) -> int:
 
 def _is_empty_run_dir(path: Path) -> bool:
     """True when `path` holds nothing but a lock file and temp files of interrupted writes."""
-    from cotkit.runlock import LOCK_NAME
+    from cotkit.run.lock import LOCK_NAME
 
     return all(p.name == LOCK_NAME or (p.name.startswith(".") and p.name.endswith(".tmp")) for p in path.iterdir())
 

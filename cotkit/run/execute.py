@@ -34,9 +34,9 @@ def execute(
     config names none; it and `plugin_files` (`cotkit --plugin`) are repeated in that resume command.
     """
     from cotkit.data import resolve_data_dir
-    from cotkit.diskfull import is_disk_full
+    from cotkit.run.diskfull import is_disk_full
     from cotkit.plugins import host
-    from cotkit.runlock import RunLock, describe_holder
+    from cotkit.run.lock import RunLock, describe_holder
 
     method_cls = host().get("method", config.run.method)
     run_data_dir = resolve_data_dir(config.run.data_dir or data_dir)
@@ -63,7 +63,7 @@ def execute(
 def _execute_locked(
     config: TrainConfig, method_cls: Any, resume: bool, argv: list[str] | None, display: RunDisplay, data_dir: Path | None
 ) -> RunContext:
-    from cotkit.diskfull import is_disk_full
+    from cotkit.run.diskfull import is_disk_full
 
     ctx = open_run_dir(config, resume, data_dir=data_dir, display=display)
     task = ctx.task
@@ -86,7 +86,7 @@ def _stopped_by_full_disk(
     exc: BaseException, path: Path, *, holding_lock: bool, plugin_files: Sequence[str], data_dir: Path | None
 ) -> CotkitError:
     """Mark the run failed if there is room to, free the space half-written files hold, and say how to resume."""
-    from cotkit.diskfull import disk_full_error, resume_command
+    from cotkit.run.diskfull import disk_full_error, resume_command
 
     if holding_lock and is_main_process():
         # Only under our lock: another process's temp files are never ours to delete.

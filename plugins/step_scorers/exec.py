@@ -1,6 +1,6 @@
 """`exec`: run each prefix of a program in the sandbox; a step is good when it runs and binds a new name.
 
-A completion is split into statements (`cotkit.steps.split_program`: fenced or bare programs,
+A completion is split into statements (`split_program`: fenced or bare programs,
 `def solution(): ...` or a bare function body). The program up to and including step k runs in
 `cotkit.sandbox` (never in this process) with its bound names reported; the function being
 written (`solution`, or the last top-level function without parameters) is called so the names

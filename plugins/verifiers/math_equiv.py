@@ -1,8 +1,8 @@
 """`math_equiv`: a MATH answer compared with the gold LaTeX answer, symbolically, under a hard time limit.
 
-The caller's process does the cheap part: extract the answer (`cotkit.latex.extract_math_answer`),
+The caller's process does the cheap part: extract the answer (`extract_math_answer`),
 normalize both sides, accept equal strings, compare plain numbers exactly and words as words.
-Everything else goes to worker processes (`cotkit.timelimit.WorkerPool`) that parse LaTeX with
+Everything else goes to worker processes (`WorkerPool`) that parse LaTeX with
 latex2sympy2_extended (a grammar, never `eval`) and compare with sympy; a comparison that runs
 past `timeout` seconds is killed and reported as `timeout`, never as `incorrect`.
 """
@@ -272,7 +272,7 @@ def _verdict(result: tuple[Status, str], extracted: str, normalized: str) -> Ver
 
 
 def compare_answers(gold: tuple, pred: tuple) -> tuple[bool, str]:
-    """(equal, why) for two answer trees from `cotkit.latex.answer_structure`."""
+    """(equal, why) for two answer trees from `answer_structure`."""
     return _compare(gold, pred)
 
 

@@ -47,7 +47,7 @@ _SYSPATH_ENV = "COTKIT_TIMELIMIT_SYSPATH"
 _WORKER_CODE = (
     "import json, os, sys; "
     f"sys.path[:0] = [p for p in json.loads(os.environ.pop({_SYSPATH_ENV!r}, '[]')) if p not in sys.path]; "
-    "from cotkit.timelimit import _serve; _serve(int(sys.argv[1]))"
+    "from cotkit.reading.timelimit import _serve; _serve(int(sys.argv[1]))"
 )
 
 

@@ -2,7 +2,7 @@
 
 Everything here is plain string work (no sympy), cheap enough to run in the caller's process:
 a verifier normalizes both sides, accepts equal strings at once, and sends only the rest to a
-time-limited worker for symbolic comparison (see `cotkit.timelimit`).
+time-limited worker for symbolic comparison (see `cotkit.reading.timelimit`).
 
 - `extract_math_answer`: cut the completion at stop sequences and next-problem markers, then
   take the last `\\boxed{}`, else Minerva's "Final Answer: The final answer is X. I hope it is
@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cotkit.answers import closing_brace, cut_completion, digit_limit, last_boxed
+from cotkit.reading.answers import closing_brace, cut_completion, digit_limit, last_boxed
 
 #: Markers of a next problem in MATH-style prompts (Minerva "Problem:", PRM800K), besides the shared ones.
 MATH_CUT_MARKERS: tuple[str, ...] = ("\n\nProblem:", "\nProblem:", "\n\nQuestion:", "\nQuestion:")
