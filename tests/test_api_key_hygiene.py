@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,6 @@ from cotkit.contracts import SamplingParams
 from cotkit.errors import ConfigError, ModelError
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER = REPO / "tests" / "fixtures" / "openai_server.py"
 PLUGIN = REPO / "tests" / "fixtures" / "run_methods.py"
 KEY_ENV = "COTKIT_TEST_HYGIENE_KEY"
 DETAIL_CHARS = 500  # how much of a server's error body the backend shows
@@ -40,32 +35,13 @@ def new_key() -> str:
 
 
 @pytest.fixture(scope="module")
-def padded_server(tiny_model, tmp_path_factory):
+def padded_server(tiny_model, openai_server):
     """The test server (requires $KEY_ENV's key) whose 401 body puts the echoed key across character 500."""
-    tmp = tmp_path_factory.mktemp("server")
     # Body: '{"error": {"message": "' (23) + padding + "Incorrect API key provided: 'Bearer " (36) + key:
     # the key starts at 480, so a 40-character key is cut after 20 characters by a 500-character limit.
     padding = 480 - 23 - 36
-    port_file = tmp / "port"
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--model", str(tiny_model), "--api-key-env", KEY_ENV, "--error-padding", str(padding),
-         "--port", "0", "--port-file", str(port_file)],
-        env={**os.environ, KEY_ENV: new_key()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 180
-        while not port_file.exists():
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"test server did not start: {proc.stdout.read()[-3000:] if proc.poll() is not None else 'timeout'}")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port_file.read_text()}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with openai_server(tiny_model, "--api-key-env", KEY_ENV, "--error-padding", str(padding), env={KEY_ENV: new_key()}) as base:
+        yield base
 
 
 def test_a_server_error_cut_through_the_key_shows_no_piece_of_it(padded_server, monkeypatch):

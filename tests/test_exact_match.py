@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from cotkit.contracts import Verifier
 from cotkit.errors import ConfigError
 from cotkit.types import AnswerKind, Choice, Example, Sample, Status, Verdict
 from cotkit_plugins.verifiers.exact_match import ExactMatch
@@ -397,11 +396,6 @@ def test_verify_is_batch_shaped_and_ordered():
     verdicts = ExactMatch().verify(samples)
     assert [v.correct for v in verdicts] == [i != 7 for i in range(50)]
     assert ExactMatch().verify([]) == []
-
-
-def test_registered_as_a_plugin(host):
-    cls = host.get("verifier", "exact_match")
-    assert cls is ExactMatch and issubclass(cls, Verifier)
 
 
 # ---------------------------------------------------------------- real task objects and data

@@ -20,24 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 ANSWER_BACKEND = REPO / "tests" / "fixtures" / "answer_backend.py"
 
 
-def gold_answers(data_dir: Path, task_name: str, path: Path) -> Path:
-    """{question as prompted: gold answer text} for every example of the task's train and test splits."""
-    from cotkit.plugins import host
-
-    task = host().task(task_name, data_dir=data_dir)
-    table = {}
-    for split in (task.train_split, task.heldout_split):
-        for ex in task.examples(split):
-            table[task.question_text(ex)] = task.answer_text(ex)
-    path.write_text(json.dumps(table), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def answers(data_dir, tmp_path_factory) -> Path:
-    return gold_answers(data_dir, "gsm8k", tmp_path_factory.mktemp("answers") / "gsm8k.json")
-
-
 def args(tiny_model: Path, data_dir: Path, answers: Path, counter: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--plugin", str(ANSWER_BACKEND), "train", "--method", "finetune-cot", "--task", "gsm8k",
@@ -61,11 +43,11 @@ def rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_model, data_dir, answers, tmp_path_factory):
+def first_run(tiny_model, data_dir, gsm8k_answers, tmp_path_factory):
     """One uninterrupted run (in a subprocess, as a user runs it)."""
     tmp = tmp_path_factory.mktemp("ftcot")
     out, counter = tmp / "run", tmp / "calls.txt"
-    proc = subprocess.run([sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, answers, counter, out)],
+    proc = subprocess.run([sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, gsm8k_answers, counter, out)],
                           capture_output=True, text=True, cwd=tmp, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, counter, proc
@@ -108,7 +90,7 @@ def test_end_to_end(first_run):
     assert "finetune-cot" in (out / "config.yaml").read_text()
 
 
-def test_second_run_reuses_the_teacher_cache(first_run, tiny_model, data_dir, answers, tmp_path):
+def test_second_run_reuses_the_teacher_cache(first_run, tiny_model, data_dir, gsm8k_answers, tmp_path):
     """Re-filtering and re-training against another run's cache asks the teacher nothing."""
     out, counter, _ = first_run
     before = calls(counter)
@@ -116,7 +98,7 @@ def test_second_run_reuses_the_teacher_cache(first_run, tiny_model, data_dir, an
     cache = out / "teacher_cache.jsonl"
     size = cache.stat().st_size
     proc = subprocess.run(
-        [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, answers, counter, out2,
+        [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, gsm8k_answers, counter, out2,
          "--teacher-cache", str(cache), "--drop-truncated", "--no-dedup", "--no-baseline", "--no-final-eval",
          "--student-format", "chat")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
@@ -136,11 +118,11 @@ def test_second_run_reuses_the_teacher_cache(first_run, tiny_model, data_dir, an
     assert "iter_000/eval_dev" not in state["phases"]
 
 
-def test_resume_after_kill_between_phases(first_run, tiny_model, data_dir, answers, tmp_path):
+def test_resume_after_kill_between_phases(first_run, tiny_model, data_dir, gsm8k_answers, tmp_path):
     """Killed right after filtering: --resume skips the teacher and ends with the uninterrupted run's results."""
     out_ref, _, _ = first_run
     out, counter = tmp_path / "run", tmp_path / "calls.txt"
-    cmd = [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, answers, counter, out)]
+    cmd = [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, gsm8k_answers, counter, out)]
     env = {**os.environ, "COTKIT_FAULT_AFTER_PHASE": "iter_001/filter"}
     killed = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]

@@ -29,7 +29,6 @@ from cotkit.contracts import SamplingParams
 from cotkit.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER = REPO / "tests" / "fixtures" / "openai_server.py"
 ANSWER_BACKEND = REPO / "tests" / "fixtures" / "answer_backend.py"
 VLLM_PYTHON = Path(os.environ.get("COTKIT_VLLM_VENV", REPO / ".venv-vllm")) / "bin" / "python"
 KEY_ENV = "COTKIT_TEST_TEACHER_KEY"
@@ -64,32 +63,12 @@ def _stats(base: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def answers(data_dir, tmp_path_factory) -> Path:
-    from test_finetune_cot import gold_answers
-
-    return gold_answers(data_dir, "gsm8k", tmp_path_factory.mktemp("answers") / "gsm8k.json")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model, answers, tmp_path_factory):
+def server(tiny_model, gsm8k_answers, openai_server):
     """(base URL, key): the test server on a free port of 127.0.0.1, serving the tiny model (answers appended)."""
-    tmp = tmp_path_factory.mktemp("server")
     key = "sk-test-" + secrets.token_hex(16)
-    port_file = tmp / "port"
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--model", str(tiny_model), "--backend", "answers", "--plugin", str(ANSWER_BACKEND),
-         "--backend-option", f"answers={answers}", "--api-key-env", KEY_ENV, "--port", "0", "--port-file", str(port_file)],
-        env={**os.environ, KEY_ENV: key}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while not port_file.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        base = f"http://127.0.0.1:{port_file.read_text()}/v1"
-        _wait_for(base + "/models", proc, 60)
+    with openai_server(tiny_model, "--backend", "answers", "--plugin", str(ANSWER_BACKEND),
+                       "--backend-option", f"answers={gsm8k_answers}", "--api-key-env", KEY_ENV, env={KEY_ENV: key}) as base:  # fmt: skip
         yield base, key
-    finally:
-        _stop(proc)
 
 
 def test_backend_completions_chat_seeds_stops(server, data_dir, monkeypatch):

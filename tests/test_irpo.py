@@ -77,16 +77,9 @@ def rows_of(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-@pytest.fixture(scope="module")
-def answers(data_dir, tmp_path_factory) -> Path:
-    from test_finetune_cot import gold_answers
-
-    return gold_answers(data_dir, "gsm8k", tmp_path_factory.mktemp("answers") / "gsm8k.json")
-
-
-def test_two_iterations_killed_and_resumed(tiny_model, data_dir, answers, tmp_path):
+def test_two_iterations_killed_and_resumed(tiny_model, data_dir, gsm8k_answers, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, answers, out)]
+    cmd = [sys.executable, "-m", "cotkit", *args(tiny_model, data_dir, gsm8k_answers, out)]
     env = {**os.environ, "COTKIT_FAULT_AFTER_PHASE": "iter_001/train"}
     killed = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-3000:]

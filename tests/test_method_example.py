@@ -12,15 +12,12 @@ pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_example_method_samples_filters_and_fine_tunes(cli, tiny_model, data_dir, tmp_path):
-    from test_finetune_cot import gold_answers
-
-    answers = gold_answers(data_dir, "gsm8k", tmp_path / "answers.json")
+def test_the_example_method_samples_filters_and_fine_tunes(cli, tiny_model, data_dir, gsm8k_answers, tmp_path):
     run = tmp_path / "run"
     result = cli(
         "--plugin", str(REPO / "examples" / "best_of_k.py"), "--plugin", str(REPO / "tests" / "fixtures" / "answer_backend.py"),
         "--data-dir", str(data_dir), "train", "--method", "best-of-k", "--task", "gsm8k", "--model", str(tiny_model),
-        "--backend", "answers", "--backend-options", f"answers={answers}",
+        "--backend", "answers", "--backend-options", f"answers={gsm8k_answers}",
         "--train-limit", "4", "--dev-limit", "2", "--samples-per-question", "2", "--max-new-tokens", "8", "--steps", "2",
         "--sft.batch-size", "2", "--sft.grad-accum", "1", "--sft.warmup-steps", "0", "--output-dir", str(run),
     )  # fmt: skip

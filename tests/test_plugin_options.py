@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from cotkit.contracts import KINDS, Verifier
+from cotkit.contracts import Verifier
 from cotkit.errors import ConfigError, UnknownNameError
-from cotkit.options import NoOptions, UnknownOptionError, iter_options, option, parse_key_values, plugin_config, to_dict
+from cotkit.options import NoOptions, UnknownOptionError, option, parse_key_values, plugin_config, to_dict
 
 # ------------------------------------------------------------------------------ the coercion
 
@@ -96,41 +96,6 @@ def test_a_plugin_without_a_config_takes_no_options():
 
 
 # --------------------------------------------------------------------- every built-in plugin
-
-
-def _plugin_classes(host):
-    return [(kind, host.get(kind, name)) for kind in KINDS if kind != "method" for name in host.names(kind)]
-
-
-def _as_text(value) -> str:
-    """A default value as a user would type it after KEY=."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def test_every_builtin_plugin_declares_typed_options_with_help(host):
-    classes = _plugin_classes(host)
-    assert {kind for kind, _ in classes} == {"task", "verifier", "step_scorer", "backend"}
-    for kind, cls in classes:
-        for o in iter_options(cls.Config):
-            assert o.help, f"{kind} {cls.name}: option {o.dotted} has no help"
-            assert len(o.path) == 1, f"{kind} {cls.name}: plugin options are flat"
-
-
-def test_every_builtin_config_round_trips_through_text_and_yaml(host):
-    import yaml
-
-    for kind, cls in _plugin_classes(host):
-        defaults = cls.Config()
-        given = {o.dotted: o.default for o in iter_options(cls.Config) if not o.extra_keys}
-        owner = f"{kind} {cls.name}"
-        assert plugin_config(cls.Config, {k: _as_text(v) for k, v in given.items()}, owner) == defaults, owner
-        assert plugin_config(cls.Config, yaml.safe_load(yaml.safe_dump(given)), owner) == defaults, owner
 
 
 def test_plugins_get_typed_values_from_text(host, data_dir):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cotkit_plugins.verifiers.program import ProgramVerifier, extract_program
-from sandbox_support import require_bwrap
 
 from cotkit.errors import ConfigError
 from cotkit.harness.verify import verify_samples
@@ -22,8 +21,7 @@ S = Status
 
 
 @pytest.fixture(scope="module")
-def verifier():
-    require_bwrap()
+def verifier(require_bwrap):
     v = ProgramVerifier(cpu_seconds=0.5, wall_seconds=6, memory_mb=128, isolation="bwrap")
     yield v
     v.close()
@@ -119,8 +117,7 @@ def test_verdict_kinds(verifier):
             assert "[isolation bwrap+seccomp]" in v.reason
 
 
-def test_tolerance_options():
-    require_bwrap()
+def test_tolerance_options(require_bwrap):
     strict = ProgramVerifier(abs_tol=0, rel_tol=0, isolation="bwrap", cpu_seconds=0.5)
     try:
         got = verdicts(strict, "18", ["def solution():\n    return 18.0005\n", "def solution():\n    return 18.0\n"])
@@ -227,10 +224,6 @@ def test_bad_options(options, message):
         ProgramVerifier(**options)
 
 
-def test_registered(host):
-    assert host.get("verifier", "program") is ProgramVerifier
-
-
 # ---------------------------------------------------------------------------- real task data
 
 
@@ -291,8 +284,7 @@ def test_math_answers_use_math_equiv(verifier):
     assert check.verdict.status is S.CORRECT and check.result.cpu_seconds < 0.2
 
 
-def test_cotkit_score_with_the_program_verifier(cli, data_dir, tmp_path):
-    require_bwrap()
+def test_cotkit_score_with_the_program_verifier(require_bwrap, cli, data_dir, tmp_path):
     cases = gsm8k_programs(data_dir, 4)
     rows = [dict(row, completion=right if i % 2 == 0 else wrong) for i, (row, right, wrong) in enumerate(cases)]
     rows.append(dict(cases[0][0], completion="The answer is 5."))

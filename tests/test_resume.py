@@ -19,23 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from star_support import build_formatted_model, star_args
-
 pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def formatted_model(tiny_model, data_dir, tmp_path_factory):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_formatted_model(tiny_model, data_dir, tmp_path_factory.mktemp("fmt") / "model")
-    finally:
-        torch.set_num_threads(before)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -45,8 +31,8 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def command(data_dir: Path, model: Path, out: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), *star_args(model, out), *(["--resume"] if resume else [])]
+def command(data_dir: Path, train_args: list[str], resume: bool) -> list[str]:
+    return [sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), *train_args, *(["--resume"] if resume else [])]
 
 
 def run(cmd: list[str], **fault: str) -> subprocess.CompletedProcess:
@@ -118,13 +104,13 @@ def artifacts(out: Path) -> dict[str, object]:
     return got
 
 
-def test_killed_and_resumed_run_ends_with_the_same_artifacts(data_dir, formatted_model, tmp_path):
+def test_killed_and_resumed_run_ends_with_the_same_artifacts(data_dir, formatted_model, star_args, tmp_path):
     ref, cut = tmp_path / "reference", tmp_path / "interrupted"
-    r = run(command(data_dir, formatted_model, ref, resume=False))
+    r = run(command(data_dir, star_args(formatted_model, ref), resume=False))
     assert r.returncode == 0, r.stderr[-3000:]
 
-    first = command(data_dir, formatted_model, cut, resume=False)
-    again = command(data_dir, formatted_model, cut, resume=True)
+    first = command(data_dir, star_args(formatted_model, cut), resume=False)
+    again = command(data_dir, star_args(formatted_model, cut), resume=True)
 
     # 1. right after a phase is recorded
     r = run(first, COTKIT_FAULT_AFTER_PHASE="iter_001/sample")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from sandbox_support import require_bwrap
 
 from cotkit.harness.verify import verify_samples
 from cotkit.types import Sample, Status
@@ -203,10 +202,9 @@ def test_math_equiv_clean_batch_verdicts(math500, math_equiv):
 
 
 @pytest.fixture(scope="module")
-def program_verifier():
+def program_verifier(require_bwrap):
     from cotkit_plugins.verifiers.program import ProgramVerifier
 
-    require_bwrap()
     v = ProgramVerifier(cpu_seconds=1.0, wall_seconds=10, memory_mb=256, isolation="bwrap")
     yield v
     v.close()
@@ -343,10 +341,9 @@ def test_arith_scores_each_solution_alone(gsm8k, poison):
 
 
 @pytest.fixture(scope="module")
-def exec_scorer():
+def exec_scorer(require_bwrap):
     from cotkit_plugins.step_scorers.exec import ExecScorer
 
-    require_bwrap()
     scorer = ExecScorer(cpu_seconds=1.0, isolation="bwrap")
     yield scorer
     scorer.close()

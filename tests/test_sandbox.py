@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from sandbox_support import require_bwrap
 
 from cotkit.errors import ConfigError
 from cotkit.sandbox import (
@@ -31,8 +30,7 @@ SMALL = Limits(cpu_seconds=0.5, wall_seconds=6.0, memory_mb=128, max_output_byte
 
 
 @pytest.fixture(scope="module")
-def sb():
-    require_bwrap()
+def sb(require_bwrap):
     with Sandbox(workers=2, limits=SMALL, isolation="bwrap") as box:
         yield box
 
@@ -198,8 +196,7 @@ def kill_worker(box: Sandbox) -> None:
     proc.wait()
 
 
-def test_a_dead_worker_is_replaced_and_the_program_retried():
-    require_bwrap()
+def test_a_dead_worker_is_replaced_and_the_program_retried(require_bwrap):
     with Sandbox(workers=1, limits=SMALL, isolation="bwrap") as box:
         assert box.run(sol("return 1"), entry="solution").attempts == 1
         kill_worker(box)  # the sandbox fails under the next program
@@ -207,9 +204,8 @@ def test_a_dead_worker_is_replaced_and_the_program_retried():
         assert r.outcome is O.OK and r.value == 2 and r.attempts == 2
 
 
-def test_workers_outlive_the_thread_that_started_them():
+def test_workers_outlive_the_thread_that_started_them(require_bwrap):
     """bwrap's --die-with-parent follows the starting *thread*; workers must survive a caller's thread."""
-    require_bwrap()
     import threading
 
     with Sandbox(workers=1, limits=SMALL, isolation="bwrap") as box:
@@ -221,8 +217,7 @@ def test_workers_outlive_the_thread_that_started_them():
         assert r.value == 3 and r.attempts == 1
 
 
-def test_a_persistent_sandbox_failure_is_a_sandbox_error(monkeypatch):
-    require_bwrap()
+def test_a_persistent_sandbox_failure_is_a_sandbox_error(require_bwrap, monkeypatch):
     with Sandbox(workers=1, limits=SMALL, isolation="bwrap", retries=1) as box:
         box.run("pass")
         kill_worker(box)
@@ -240,8 +235,7 @@ def test_a_sandbox_that_never_starts_is_a_clear_error(monkeypatch):
             box.run("pass")
 
 
-def test_closed_sandbox_stops_its_workers():
-    require_bwrap()
+def test_closed_sandbox_stops_its_workers(require_bwrap):
     box = Sandbox(workers=2, limits=SMALL, isolation="bwrap")
     box.run_many(["pass", "pass"])
     procs = [w.proc for w in box._workers]
@@ -252,8 +246,7 @@ def test_closed_sandbox_stops_its_workers():
         box.run("pass")
 
 
-def test_site_packages_are_importable_read_only():
-    require_bwrap()
+def test_site_packages_are_importable_read_only(require_bwrap):
     limits = Limits(cpu_seconds=10, memory_mb=512)
     with Sandbox(workers=1, limits=limits, isolation="bwrap", preload=("sympy",)) as box:
         r = box.run(sol("import sympy, os\nreturn [str(sympy.Rational(3, 6)), os.access(sympy.__file__, os.W_OK)]"), entry="solution")
@@ -263,9 +256,8 @@ def test_site_packages_are_importable_read_only():
         assert r.outcome is O.RUNTIME_ERROR and "ModuleNotFoundError" in r.error
 
 
-def test_a_virtual_environment_under_host_tmp_is_still_importable(tmp_path, monkeypatch):
+def test_a_virtual_environment_under_host_tmp_is_still_importable(require_bwrap, tmp_path, monkeypatch):
     """The sandbox's /tmp is a fresh tmpfs: site-packages under the host's /tmp are mounted elsewhere."""
-    require_bwrap()
     site = tmp_path / "venv-site"
     site.mkdir()
     (site / "cotkit_probe_module.py").write_text("VALUE = 42\n")
@@ -313,8 +305,7 @@ def test_auto_without_bwrap_falls_back_loudly(monkeypatch, fresh_auto, capsys):
     assert "WARNING" in capsys.readouterr().err
 
 
-def test_auto_uses_bwrap_where_it_works(fresh_auto):
-    require_bwrap()
+def test_auto_uses_bwrap_where_it_works(require_bwrap, fresh_auto):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SandboxIsolationWarning)
         with Sandbox(workers=1, limits=SMALL) as box:

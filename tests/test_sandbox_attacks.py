@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from sandbox_support import require_bwrap
 
 from cotkit.sandbox import Job, Limits, Outcome, Result, Sandbox
 
@@ -435,8 +434,7 @@ def attacks(h: Host) -> list[Attack]:
 
 
 @pytest.fixture(scope="module")
-def host_side(tmp_path_factory) -> Host:
-    require_bwrap()
+def host_side(require_bwrap, tmp_path_factory) -> Host:
     tmp = tmp_path_factory.mktemp("attack-host")
     existing = tmp / "existing.txt"
     existing.write_text("original")
@@ -531,8 +529,7 @@ def test_timeouts_are_cpu_time_not_wall_time(outcomes):
 FORKING = Limits(cpu_seconds=1.0, wall_seconds=3.0, memory_mb=128, max_processes=6, allow_fork=True)
 
 
-def test_fork_bomb_with_forks_allowed_is_stopped():
-    require_bwrap()
+def test_fork_bomb_with_forks_allowed_is_stopped(require_bwrap):
     with Sandbox(workers=1, limits=FORKING, isolation="bwrap") as sb:
         r = sb.run("import os\nwhile True:\n    os.fork()\n")
         assert r.outcome in (O.RUNTIME_ERROR, O.TIMEOUT), r.summary()
@@ -540,9 +537,8 @@ def test_fork_bomb_with_forks_allowed_is_stopped():
         assert sb.run("def solution():\n    return 1\n", entry="solution").value == 1
 
 
-def test_daemon_dies_with_its_program():
+def test_daemon_dies_with_its_program(require_bwrap):
     """A double-forked daemon that would act later is killed when its program ends."""
-    require_bwrap()
     daemon = prog("""
         import os, time
         r, w = os.pipe()
@@ -573,8 +569,7 @@ def test_daemon_dies_with_its_program():
         assert second.value == [False, False, []]
 
 
-def test_no_state_survives_between_programs():
-    require_bwrap()
+def test_no_state_survives_between_programs(require_bwrap):
     write = prog("""
         import os
         open("/tmp/left-behind", "w").write("x")
@@ -597,9 +592,8 @@ def test_no_state_survives_between_programs():
         assert second.value == [False, False, [], False]
 
 
-def test_signals_from_the_program_cannot_reach_the_host():
+def test_signals_from_the_program_cannot_reach_the_host(require_bwrap):
     """Even a program that kills everything it can see leaves the host process alive."""
-    require_bwrap()
     me = os.getpid()
     with Sandbox(workers=1, limits=LIMITS, isolation="bwrap") as sb:
         r = sb.run(f"import os\nfor pid in ({me}, {os.getppid()}):\n    try:\n        os.kill(pid, 9)\n    except OSError as e:\n        print(type(e).__name__)\n")

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_support import require_bwrap
 
 from cotkit.sandbox import Job, Limits, Outcome, Sandbox
 from cotkit.sandbox import isolation as iso
@@ -31,7 +30,7 @@ LIMITS = Limits(cpu_seconds=1.0, wall_seconds=6.0, memory_mb=128)
 @pytest.fixture(scope="module", params=["bwrap", "process"])
 def sb(request):
     if request.param == "bwrap":
-        require_bwrap()
+        request.getfixturevalue("require_bwrap")
     with pytest.warns(sandbox_pool.SandboxIsolationWarning) if request.param == "process" else contextlib.nullcontext():
         box = Sandbox(workers=1, limits=LIMITS, isolation=request.param)
         box.run("pass")
@@ -142,9 +141,8 @@ def test_a_crashing_program_leaves_the_host_core_pattern_alone(sb):
     assert not Path("/tmp/cotkit-core-pwned").exists()
 
 
-def test_sensitive_proc_files_are_masked():
+def test_sensitive_proc_files_are_masked(require_bwrap):
     """Under bubblewrap, /proc/sys is an empty read-only directory; kernel memory and keys read empty."""
-    require_bwrap()
     with Sandbox(workers=1, limits=LIMITS, isolation="bwrap") as box:
         got = value(
             box,
@@ -357,9 +355,8 @@ def test_wrong_programs_that_attack_their_worker_get_their_own_verdict(sb):
     assert sb.run_many(jobs[:1])[0].value == 72
 
 
-def test_program_verifier_counts_attacking_programs_as_incorrect():
+def test_program_verifier_counts_attacking_programs_as_incorrect(require_bwrap):
     """Through the `program` verifier: 1 correct + 3 attacking wrong programs is 1 of 4 correct, no errors."""
-    require_bwrap()
     from cotkit_plugins.verifiers.program import ProgramVerifier
 
     from cotkit.types import AnswerKind, Example, Sample, Status
@@ -375,9 +372,8 @@ def test_program_verifier_counts_attacking_programs_as_incorrect():
     assert [g.status for g in got] == [Status.CORRECT, Status.INCORRECT, Status.INCORRECT, Status.INCORRECT]
 
 
-def test_a_program_that_breaks_every_worker_is_its_own_runtime_error(monkeypatch):
+def test_a_program_that_breaks_every_worker_is_its_own_runtime_error(require_bwrap, monkeypatch):
     """Only a failure a fresh worker reproduces on a trivial program is the sandbox's (`sandbox_error`)."""
-    require_bwrap()
     real_send = sandbox_pool._Worker.send
 
     def send_then_break(self, obj):  # stands for a program that takes its worker down

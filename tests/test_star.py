@@ -8,8 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from star_support import TASK, build_formatted_model, star_args
-
 pytest.importorskip("torch")
 
 
@@ -24,18 +22,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def formatted_model(tiny_model, data_dir, tmp_path_factory):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_formatted_model(tiny_model, data_dir, tmp_path_factory.mktemp("fmt") / "model")
-    finally:
-        torch.set_num_threads(before)
-
-
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -47,7 +33,7 @@ def test_steps_grow_twenty_percent_per_iteration():
     assert [steps_at(cfg, i) for i in (1, 2, 3, 4)] == [40, 48, 57, 69]  # int() as the reference code
 
 
-def test_star_end_to_end(cli, data_dir, formatted_model, tmp_path, host):
+def test_star_end_to_end(cli, data_dir, formatted_model, star_args, star_task, tmp_path, host):
     out = tmp_path / "run"
     r = cli("--data-dir", data_dir, *star_args(formatted_model, out))
     assert r.exit_code == 0, r.stderr
@@ -56,7 +42,7 @@ def test_star_end_to_end(cli, data_dir, formatted_model, tmp_path, host):
     for name in ("config.yaml", "manifest.json", "state.json", "metrics.jsonl", "report.md", "accuracy.png"):
         assert (out / name).exists(), name
     assert json.loads((out / "state.json").read_text())["status"] == "complete"
-    task = host.task(TASK, data_dir=data_dir)
+    task = host.task(star_task, data_dir=data_dir)
     fit = {e.id: e for e in task.examples("fit")}
 
     # iteration 1: every fit question sampled once, rows in `cotkit score` format
@@ -102,12 +88,12 @@ def test_star_end_to_end(cli, data_dir, formatted_model, tmp_path, host):
     assert "| 2 |" in report and "accuracy.png" in report and "base model" in report
 
     # one ruler: `cotkit score` on the saved samples gives the verdicts the run used
-    r = cli("--data-dir", data_dir, "score", "--task", TASK, "--input", out / "iter_001" / "samples.jsonl", "--json")
+    r = cli("--data-dir", data_dir, "score", "--task", star_task, "--input", out / "iter_001" / "samples.jsonl", "--json")
     assert json.loads(r.stdout)["n"] == 12
     assert json.loads(r.stdout)["accuracy"] == pytest.approx(sum(s["correct"] for s in samples) / 12)
 
 
-def test_star_variants_rft_without_rationalization(cli, data_dir, formatted_model, tmp_path):
+def test_star_variants_rft_without_rationalization(cli, data_dir, formatted_model, star_args, tmp_path):
     out = tmp_path / "rft"
     args = star_args(formatted_model, out) + [
         "--iterations", "1", "--no-rationalize", "--samples-per-question", "3", "--temperature", "1.0",
@@ -129,7 +115,7 @@ def test_star_variants_rft_without_rationalization(cli, data_dir, formatted_mode
 
 
 @pytest.mark.parametrize(("style", "train_style", "stored"), [("zeroshot", "auto", "zeroshot"), ("fewshot", "auto", "zeroshot"), ("fewshot", "fewshot", "fewshot")])
-def test_training_set_rules(data_dir, tiny_model, tmp_path, host, style, train_style, stored):
+def test_training_set_rules(data_dir, tiny_model, star_task, tmp_path, host, style, train_style, stored):
     """Dedup, the per-question cap, truncated samples dropped, text after the answer trimmed, hint-free prompts.
 
     Sampled with few-shot prompts, examples are stored without the exemplars (the reference code's
@@ -138,7 +124,7 @@ def test_training_set_rules(data_dir, tiny_model, tmp_path, host, style, train_s
     from cotkit.config import build
     from cotkit_plugins.methods.star import Star, StarConfig
 
-    task = host.task(TASK, data_dir=data_dir)
+    task = host.task(star_task, data_dir=data_dir)
     ex, ex2 = task.examples("fit")[:2]
     answer = task.answer_sentence(ex)
     d = tmp_path / "iter"
