@@ -44,6 +44,18 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models run faster so, and far faster when other jobs
+    share the cores (the hf backend's generate on the tiny model: 3 s on two busy cores, 0.04 s on one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def formatted_model(tiny_model, data_dir, tmp_path_factory) -> Path:
     """The tiny model after a few SFT steps on ` So the answer is yes|no.` for STAR_TASK (built once per run).

@@ -299,6 +299,7 @@ PROGRAM_COMPLETION = "def solution():\n    eggs = 16 - 3\n    sold = eggs - 4\n 
 
 
 @pytest.mark.parametrize("name", names("step_scorer"))
+@pytest.mark.usefixtures("one_thread")
 def test_step_scorer_splits_and_scores_every_step(host, data_dir, request, name):
     cls = host.get("step_scorer", name)
     options = {"model": str(request.getfixturevalue("tiny_model"))} if name == "prm" else {}  # a PRM is a model
@@ -367,6 +368,7 @@ def backend_params():
 
 
 @pytest.mark.parametrize("name", backend_params())
+@pytest.mark.usefixtures("one_thread")
 def test_backend_generates_on_the_tiny_model(host, tiny_model, openai_server, monkeypatch, name, tmp_path):
     from cotkit.models import load_backend
 

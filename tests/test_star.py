@@ -9,17 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and far faster when other jobs share the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(path: Path) -> list[dict]:
