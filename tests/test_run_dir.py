@@ -120,7 +120,7 @@ def test_manifest_records_versions_fingerprints_seeds_and_resumes(tmp_path, toy,
     assert saved["data"]["train"]["n"] == 7473 and len(saved["data"]["test"]["sha256"]) == 64
     assert "model.safetensors" in saved["model"]["files"]
     assert saved["seeds"] == {"seed": 4, "split_seed": 1234}
-    assert saved["hardware"]["cpu_count"] >= 1
+    assert saved["hardware"]["cpu_count"] >= 1 and saved["hardware"]["torch_threads"] >= 1
     ctx2 = open_run_dir(make_config(tmp_path, "--model", str(tiny_model), "--seed", "4", method_cls=toy), resume=True, data_dir=data_dir)
     write_manifest(ctx2, ["train", "test"], ["cotkit", "train", "--resume"])
     saved = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -166,3 +166,13 @@ def test_resume_removes_what_a_killed_write_left_behind(tmp_path):
     assert remove_partial_writes(tmp_path) == 3
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ["iter_001", "iter_001/samples.jsonl", "state.json"]
+
+
+def test_the_hardware_fingerprint_names_torch_threads_in_a_fresh_process():
+    # Not only when something happened to import torch first (a refactor once dropped it silently).
+    import subprocess
+    import sys
+
+    code = "from cotkit.run.fingerprint import hardware; print(hardware().get('torch_threads'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) >= 1
