@@ -18,11 +18,14 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cotkit.errors import ConfigError, DataError, UnknownNameError
 from cotkit.options import NoOptions, plugin_config
 from cotkit.types import Example, Prompt, Sample, Verdict
+
+if TYPE_CHECKING:  # a type only: the run layer sits above the contracts
+    from cotkit.run import RunContext
 
 PROMPT_STYLES = ("fewshot", "zeroshot", "chat")
 
@@ -274,8 +277,8 @@ class Method(Plugin):
     #: The paper the method follows, shown by `cotkit show`.
     paper: ClassVar[str] = ""
 
-    def run(self, ctx: Any) -> Any:
-        """Run the whole method inside a run context (resumable phases)."""
+    def run(self, ctx: RunContext) -> Any:
+        """Run the whole method inside a run context (resumable phases); annotate `ctx: RunContext[MyConfig]`."""
         raise NotImplementedError
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from cotkit import (
     Method,
     ModelSlot,
+    RunContext,
     SamplingParams,
     SFTConfig,
     SplitLimits,
@@ -35,7 +36,7 @@ class BestOfK(Method):
     name = "best-of-k"
     Config = BestOfKConfig
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext[BestOfKConfig]):
         cfg, task = ctx.options, ctx.task
         fit, dev, _ = method_splits(ctx, cfg)
         models = ModelSlot(ctx)

@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     AnswerKind,
@@ -45,6 +45,9 @@ from cotkit import (
     read_jsonl,
     refuse_secrets_in_options,
 )
+
+if TYPE_CHECKING:
+    from cotkit import RunContext
 
 STAGE2_TRIGGER = "\nTherefore, the answer is"
 SEPARATOR = " ###"
@@ -364,7 +367,7 @@ class FinetuneCoT(Method):
     paper = "Ho, Schmid, Yun. Large Language Models Are Reasoning Teachers. ACL 2023 (arXiv 2212.10071)"
     Config = FinetuneCoTConfig
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext[FinetuneCoTConfig]) -> dict[str, Any]:
         """Baseline, teacher, filter, train, evaluate: top to bottom, every step a resumable phase."""
         cfg: FinetuneCoTConfig = ctx.options
         task = ctx.task

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     PROMPT_STYLES,
@@ -32,6 +32,9 @@ from cotkit import (
     phase_seconds,
     read_jsonl,
 )
+
+if TYPE_CHECKING:
+    from cotkit import RunContext
 
 
 @dataclass
@@ -157,7 +160,7 @@ class IterativeRPO(Method):
     paper = "Pang, Yuan, Cho, He, Sukhbaatar, Weston. Iterative Reasoning Preference Optimization. NeurIPS 2024 (arXiv 2404.19733)"
     Config = IRPOConfig
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext[IRPOConfig]) -> dict[str, Any]:
         """The Iterative RPO loop, top to bottom; every step is a resumable phase."""
         cfg: IRPOConfig = ctx.options
         task = ctx.task

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     ConfigError,
@@ -49,6 +49,9 @@ from cotkit import (
     phase_seconds,
     read_jsonl,
 )
+
+if TYPE_CHECKING:
+    from cotkit import RunContext
 
 from .pad_programs import (
     PROMPT_STYLES,
@@ -201,7 +204,7 @@ class Pad(Method):
     )
     Config = PadConfig
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext[PadConfig]) -> dict[str, Any]:
         """The base student, then each round (sample, repair, build, train, evaluate): every step a resumable phase."""
         from cotkit import make_verifier
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     PROMPT_STYLES,
@@ -34,6 +34,9 @@ from cotkit import (
     phase_seconds,
     read_jsonl,
 )
+
+if TYPE_CHECKING:
+    from cotkit import RunContext
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Star(Method):
     paper = "Zelikman, Wu, Mu, Goodman. STaR: Bootstrapping Reasoning With Reasoning. NeurIPS 2022 (arXiv 2203.14465)"
     Config = StarConfig
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext[StarConfig]) -> dict[str, Any]:
         """The STaR loop, top to bottom; every step is a resumable phase."""
         cfg: StarConfig = ctx.options
         task = ctx.task
