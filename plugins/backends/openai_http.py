@@ -83,13 +83,6 @@ class OpenAIHTTPBackend(Backend):
         if not str(model).strip():
             raise ConfigError("backend openai needs the served model name (--teacher-model / model=)")
         super().__init__(model, **options)
-        cfg: OpenAIConfig = self.config
-        self.base_url = cfg.base_url
-        self.api_key_env = cfg.api_key_env
-        self.timeout = cfg.timeout
-        self.max_retries = cfg.max_retries
-        self.concurrency = cfg.concurrency
-        self.max_stops = cfg.max_stops
         #: HTTP requests sent so far (retries included), for callers that account for cost.
         self.requests_sent = 0
         self._lock = threading.Lock()
@@ -97,7 +90,7 @@ class OpenAIHTTPBackend(Backend):
     # -- requests ----------------------------------------------------------------------------
 
     def _key(self) -> str | None:
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.config.api_key_env)
         return key if key else None
 
     def _scrub(self, text: str, limit: int | None = None) -> str:
@@ -107,33 +100,33 @@ class OpenAIHTTPBackend(Backend):
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON and return the decoded answer, retrying rate limits and transient failures."""
-        url = f"{self.base_url}{path}"
+        url = f"{self.config.base_url}{path}"
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         delay = 1.0
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.config.max_retries + 1):
             with self._lock:
                 self.requests_sent += 1
             request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                with urllib.request.urlopen(request, timeout=self.config.timeout) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
                 body = e.read(ERROR_BODY_READ_BYTES).decode("utf-8", "replace")
                 detail = self._scrub(body, ERROR_DETAIL_CHARS)
-                if e.code in RETRY_STATUSES and attempt < self.max_retries:
+                if e.code in RETRY_STATUSES and attempt < self.config.max_retries:
                     time.sleep(delay)
                     delay *= 2
                     continue
                 if e.code in (401, 403):
-                    where = f"${self.api_key_env}" + ("" if key else " (not set)")
+                    where = f"${self.config.api_key_env}" + ("" if key else " (not set)")
                     raise ModelError(f"{url}: HTTP {e.code}, the server refused the API key from {where}: {detail}") from None
                 raise ModelError(f"{url}: HTTP {e.code}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt < self.max_retries:
+                if attempt < self.config.max_retries:
                     time.sleep(delay)
                     delay *= 2
                     continue
@@ -141,7 +134,7 @@ class OpenAIHTTPBackend(Backend):
                 raise ModelError(f"{url}: cannot reach the server ({self._scrub(str(reason))})") from None
             except json.JSONDecodeError as e:
                 raise ModelError(f"{url}: the answer is not JSON ({e.msg})") from None
-        raise ModelError(f"{url}: no answer after {self.max_retries + 1} attempts")  # pragma: no cover
+        raise ModelError(f"{url}: no answer after {self.config.max_retries + 1} attempts")  # pragma: no cover
 
     def _one(self, prompt: Prompt, params: SamplingParams, seed: int | None) -> Generation:
         """One completion for one prompt."""
@@ -153,8 +146,8 @@ class OpenAIHTTPBackend(Backend):
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
         }
-        if stops and self.max_stops:
-            body["stop"] = stops[: self.max_stops]
+        if stops and self.config.max_stops:
+            body["stop"] = stops[: self.config.max_stops]
         if seed is not None:
             body["seed"] = seed
         if isinstance(prompt, str):
@@ -165,7 +158,7 @@ class OpenAIHTTPBackend(Backend):
             choice = answer["choices"][0]
             text = choice["text"] if isinstance(prompt, str) else (choice["message"].get("content") or "")
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise ModelError(f"{self.base_url}: unexpected answer shape: {self._scrub(json.dumps(answer), 300)}") from None
+            raise ModelError(f"{self.config.base_url}: unexpected answer shape: {self._scrub(json.dumps(answer), 300)}") from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         cut = cut_at_stop(text, stops)
         if cut is not None:
@@ -194,7 +187,7 @@ class OpenAIHTTPBackend(Backend):
             for j in range(1 if greedy else params.n):
                 jobs.append((i, j, None if greedy else (base + j) & ((1 << 63) - 1)))
         grid: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             results = pool.map(lambda job: self._one(prompts[job[0]], params, job[2]), jobs)
             for (i, j, _), gen in zip(jobs, results):
                 grid[i][j] = gen

@@ -77,13 +77,6 @@ class ExecScorer(StepScorer):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        cfg: ExecConfig = self.config
-        self.entry = cfg.entry
-        self.cpu_seconds = cfg.cpu_seconds
-        self.memory_mb = cfg.memory_mb
-        self.workers = cfg.workers
-        self.neutral = cfg.neutral
-        self.isolation = cfg.isolation
         self._sandbox: Any = None
         self._cache: OrderedDict[tuple[str, str | None], tuple[str, frozenset[str], bool]] = OrderedDict()
         self._lock = threading.Lock()
@@ -122,8 +115,8 @@ class ExecScorer(StepScorer):
             elif split.tail == "incomplete" or split.complete == 0:
                 plan.append(("neutral", None))
             else:
-                source, _ = program_source(prefix, self.entry)
-                plan.append(("run", (source, _entry_of(source, self.entry))))
+                source, _ = program_source(prefix, self.config.entry)
+                plan.append(("run", (source, _entry_of(source, self.config.entry))))
         return plan
 
     def close(self) -> None:
@@ -163,15 +156,15 @@ class ExecScorer(StepScorer):
                 scores.append(0.0)
                 continue
             if kind == "neutral":
-                scores.append(self.neutral)
+                scores.append(self.config.neutral)
                 continue
             status, names, returned = self._cache.get(key, ("sandbox_error", frozenset(), False))
             if status == "fail":
                 scores.append(0.0)
             elif status == "sandbox_error":
-                scores.append(self.neutral)
+                scores.append(self.config.neutral)
             else:
-                scores.append(1.0 if (names - bound or returned) else self.neutral)
+                scores.append(1.0 if (names - bound or returned) else self.config.neutral)
                 bound = bound | names
         return scores
 
@@ -180,7 +173,7 @@ class ExecScorer(StepScorer):
 
         with self._lock:
             if self._sandbox is None:
-                limits = Limits(cpu_seconds=self.cpu_seconds, memory_mb=self.memory_mb)
-                self._sandbox = Sandbox(workers=self.workers, limits=limits, isolation=self.isolation)
+                limits = Limits(cpu_seconds=self.config.cpu_seconds, memory_mb=self.config.memory_mb)
+                self._sandbox = Sandbox(workers=self.config.workers, limits=limits, isolation=self.config.isolation)
             return self._sandbox
 

@@ -61,17 +61,6 @@ class PRMScorer(StepScorer):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        cfg: PRMConfig = self.config
-        self.model_name = cfg.model
-        self.step_tag = cfg.step_tag
-        self.good_token = cfg.good_token
-        self.bad_token = cfg.bad_token
-        self.template = cfg.template
-        self.step_prefix = cfg.step_prefix
-        self.unit = cfg.unit
-        self.device = cfg.device
-        self.dtype = cfg.dtype
-        self.batch_size = cfg.batch_size
         self._backend: Any = None
         self._labels: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -80,7 +69,7 @@ class PRMScorer(StepScorer):
 
     def split(self, completion: str, example: Example | None = None) -> list[str]:
         """Lines (or sentences) of the completion, joining back to it."""
-        return split_text(completion, self.unit)
+        return split_text(completion, self.config.unit)
 
     def score_steps(self, example: Example, steps: list[str]) -> list[float]:
         """P(good) at the tag after each step."""
@@ -102,8 +91,8 @@ class PRMScorer(StepScorer):
                     out[i] = [0.0] * len(items[i][1])
             todo = list(encoded)
             order = sorted(todo, key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for start in range(0, len(order), self.config.batch_size):
+                batch = order[start : start + self.config.batch_size]
                 for i, scores in zip(batch, self._forward([encoded[i] for i in batch])):
                     out[i] = scores
         return out
@@ -122,14 +111,14 @@ class PRMScorer(StepScorer):
             return
         from cotkit import load_backend
 
-        self._backend = load_backend("hf", model=self.model_name, device=self.device, dtype=self.dtype)
+        self._backend = load_backend("hf", model=self.config.model, device=self.config.device, dtype=self.config.dtype)
         tok = self._backend.tokenizer
         ids = []
-        for key, token in (("good_token", self.good_token), ("bad_token", self.bad_token)):
+        for key, token in (("good_token", self.config.good_token), ("bad_token", self.config.bad_token)):
             enc = tok.encode(token, add_special_tokens=False)
             if len(enc) != 1:
                 raise ConfigError(
-                    f"step scorer prm: {key} {token!r} is {len(enc)} tokens for {self.model_name}; it must be exactly one"
+                    f"step scorer prm: {key} {token!r} is {len(enc)} tokens for {self.config.model}; it must be exactly one"
                 )
             ids.append(enc[0])
         if ids[0] == ids[1]:
@@ -139,14 +128,14 @@ class PRMScorer(StepScorer):
     def render(self, example: Example | None, steps: list[str]) -> tuple[str, list[int]]:
         """The PRM input text and the character index just past each step's tag."""
         question = example.question if example is not None else ""
-        head, _, tail = self.template.partition("{steps}")
+        head, _, tail = self.config.template.partition("{steps}")
         text = head.replace("{question}", question)
         ends = []
         for k, step in enumerate(steps, 1):
             if k > 1:
                 text += "\n"
-            prefix = self.step_prefix.replace("{k}", str(k))
-            text += f"{prefix}{' '.join(step.split())} {self.step_tag}"
+            prefix = self.config.step_prefix.replace("{k}", str(k))
+            text += f"{prefix}{' '.join(step.split())} {self.config.step_tag}"
             ends.append(len(text))
         return text + tail.replace("{question}", question), ends
 
@@ -196,7 +185,7 @@ class PRMScorer(StepScorer):
                 pair = logits[..., [good, bad]].float().softmax(-1)[..., 0].cpu()
         except RuntimeError as e:  # out of memory, a device error: say which model and batch
             raise ModelError(
-                f"step scorer prm: {self.model_name} failed on a batch of {len(batch)} x {width} tokens: "
+                f"step scorer prm: {self.config.model} failed on a batch of {len(batch)} x {width} tokens: "
                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (lower batch_size?)"
             ) from e
         out = []

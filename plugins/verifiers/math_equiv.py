@@ -56,12 +56,6 @@ class MathEquiv(Verifier):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        cfg: MathEquivConfig = self.config
-        self.timeout = cfg.timeout
-        self.workers = cfg.workers
-        self.memory_mb = cfg.memory_mb
-        self.ordered_lists = cfg.ordered_lists
-        self.form_checks = cfg.form_checks
         self._pool: Any = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, tuple[Status, str]] = OrderedDict()
@@ -127,11 +121,11 @@ class MathEquiv(Verifier):
             return Verdict(Status.INCORRECT, extracted=found.text, reason="the answer is nested too deeply to compare", score=0.0)
         if not pred_n:
             return Verdict(Status.UNPARSEABLE, extracted=found.text, reason=f"empty answer ({found.via})", score=0.0)
-        if self.ordered_lists == "auto":
+        if self.config.ordered_lists == "auto":
             ordered = question_wants_order(getattr(sample.example, "question", None))
         else:
-            ordered = self.ordered_lists == "yes"
-        if self.form_checks:
+            ordered = self.config.ordered_lists == "yes"
+        if self.config.form_checks:
             why = form_problem(pred_n, gold_n, getattr(sample.example, "question", None), found.text, gold)
             if why:
                 return _verdict((Status.INCORRECT, f"{why} (the question asks for a form)"), found.text, pred_n)
@@ -153,16 +147,16 @@ class MathEquiv(Verifier):
                 return ("scalar", s)
 
         tasks = [(tree(g, ordered), tree(p, ordered)) for g, p, ordered in keys]
-        outcomes = self._get_pool().map(compare_answers, tasks, timeout=self.timeout)
+        outcomes = self._get_pool().map(compare_answers, tasks, timeout=self.config.timeout)
         results: list[tuple[Status, str]] = []
         for out in outcomes:
             if out.ok:
                 equal, why = out.value
                 results.append((Status.CORRECT if equal else Status.INCORRECT, why))
             elif isinstance(out.error, TimeLimitExceeded):
-                results.append((Status.TIMEOUT, f"symbolic comparison exceeded the {self.timeout:g}s time limit"))
+                results.append((Status.TIMEOUT, f"symbolic comparison exceeded the {self.config.timeout:g}s time limit"))
             elif isinstance(out.error, WorkerFailed) and out.error.exc_type == "MemoryError":
-                results.append((Status.TIMEOUT, f"symbolic comparison exceeded the {self.memory_mb} MiB memory limit"))
+                results.append((Status.TIMEOUT, f"symbolic comparison exceeded the {self.config.memory_mb} MiB memory limit"))
             elif isinstance(out.error, WorkerFailed):
                 results.append((Status.INCORRECT, f"not shown equal: sympy raised {out.error}"))
             elif isinstance(out.error, WorkerCrashed):
@@ -177,7 +171,7 @@ class MathEquiv(Verifier):
         with self._lock:
             if self._pool is None:
                 self._pool = WorkerPool(
-                    self.workers, self.timeout, memory_mb=self.memory_mb or None, preload=_PRELOAD
+                    self.config.workers, self.config.timeout, memory_mb=self.config.memory_mb or None, preload=_PRELOAD
                 )
             return self._pool
 

@@ -107,17 +107,6 @@ class ProgramVerifier(Verifier):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        cfg: ProgramConfig = self.config
-        self.entry = cfg.entry
-        self.cpu_seconds = cfg.cpu_seconds
-        self.wall_seconds = cfg.wall_seconds
-        self.memory_mb = cfg.memory_mb
-        self.workers = cfg.workers
-        self.abs_tol = cfg.abs_tol
-        self.rel_tol = cfg.rel_tol
-        self.retries = cfg.retries
-        self.preload = cfg.preload
-        self.isolation = cfg.isolation
         self._sandbox: Any = None
         self._math: Any = None
         self._lock = threading.Lock()
@@ -172,10 +161,10 @@ class ProgramVerifier(Verifier):
         problem = _sample_problem(sample)
         if problem:
             return ProgramCheck(Verdict(Status.ERROR, reason=problem, score=0.0))
-        program = extract_program(sample.completion, [s for s in (sample.stop or []) if isinstance(s, str)], self.entry)
+        program = extract_program(sample.completion, [s for s in (sample.stop or []) if isinstance(s, str)], self.config.entry)
         if program is None:
             return ProgramCheck(Verdict(Status.UNPARSEABLE, reason="no Python program found", score=0.0))
-        return program, self.entry if self.entry and _defines(program, self.entry) else None
+        return program, self.config.entry if self.config.entry and _defines(program, self.config.entry) else None
 
     def close(self) -> None:
         """Stop the sandbox workers and the math_equiv workers (a later call starts new ones)."""
@@ -193,19 +182,19 @@ class ProgramVerifier(Verifier):
         from cotkit import Limits, Sandbox
 
         with self._lock:
-            if sympy and "sympy" not in self.preload:
-                self.preload.append("sympy")
+            if sympy and "sympy" not in self.config.preload:
+                self.config.preload.append("sympy")
                 if self._sandbox is not None:  # started without it: start again with it
                     self._sandbox.close()
                     self._sandbox = None
             if self._sandbox is None:
-                limits = Limits(cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds, memory_mb=self.memory_mb)
+                limits = Limits(cpu_seconds=self.config.cpu_seconds, wall_seconds=self.config.wall_seconds, memory_mb=self.config.memory_mb)
                 self._sandbox = Sandbox(
-                    workers=self.workers,
+                    workers=self.config.workers,
                     limits=limits,
-                    isolation=self.isolation,
-                    retries=self.retries,
-                    preload=(*Sandbox.DEFAULT_PRELOAD, *self.preload),
+                    isolation=self.config.isolation,
+                    retries=self.config.retries,
+                    preload=(*Sandbox.DEFAULT_PRELOAD, *self.config.preload),
                 )
             return self._sandbox
 
@@ -249,7 +238,7 @@ class ProgramVerifier(Verifier):
     def _close(self, got: Fraction, gold: Fraction) -> bool:
         """Equal within abs_tol or rel_tol, computed exactly (huge integers cannot overflow)."""
         diff = abs(got - gold)
-        return diff == 0 or diff <= Fraction(self.abs_tol) or diff <= Fraction(self.rel_tol) * abs(gold)
+        return diff == 0 or diff <= Fraction(self.config.abs_tol) or diff <= Fraction(self.config.rel_tol) * abs(gold)
 
     def _compare_math(self, samples: list[Sample], jobs: list[tuple[int, str, str]]) -> list[Verdict]:
         """Compare program answers with MATH gold answers through the `math_equiv` verifier."""
