@@ -100,15 +100,15 @@ def test_a_plugin_without_a_config_takes_no_options():
 
 def test_plugins_get_typed_values_from_text(host, data_dir):
     svamp = host.task("svamp", data_dir=data_dir, carve_seed="7")
-    assert svamp.config.carve_seed == 7 and svamp.carve_seed == 7 and svamp.task_options == {"carve_seed": "7"}
+    assert svamp.config.carve_seed == 7 and svamp.task_options == {"carve_seed": "7"}
     program = host.get("verifier", "program")(cpu_seconds="1.5", preload="sympy, math", entry="")
-    assert (program.cpu_seconds, program.preload, program.entry) == (1.5, ["sympy", "math"], None)
+    assert (program.config.cpu_seconds, program.config.preload, program.config.entry) == (1.5, ["sympy", "math"], None)
     arith = host.get("step_scorer", "arith")(neutral="0", unit="line")
-    assert (arith.neutral, arith.unit) == (0.0, "line")
+    assert (arith.config.neutral, arith.config.unit) == (0.0, "line")
     exact = host.get("verifier", "exact_match")(last_number="false")
-    assert exact.last_number is False
+    assert exact.config.last_number is False
     openai = host.get("backend", "openai")("served", concurrency="8", timeout="30", base_url="http://h:1/v1/")
-    assert (openai.concurrency, openai.timeout, openai.base_url) == (8, 30.0, "http://h:1/v1")
+    assert (openai.config.concurrency, openai.config.timeout, openai.config.base_url) == (8, 30.0, "http://h:1/v1")
 
 
 # ------------------------------------------------------------------------- the command line

@@ -286,14 +286,9 @@ class ArithScorer(StepScorer):
     step_unit: ClassVar[str] = "text"
     Config = ArithConfig
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.unit = self.config.unit
-        self.neutral = self.config.neutral
-
     def split(self, completion: str, example: Example | None = None) -> list[str]:
         """Sentences (or lines) of the completion, joining back to it."""
-        return split_text(completion, self.unit)
+        return split_text(completion, self.config.unit)
 
     def score_steps(self, example: Example, steps: list[str]) -> list[float]:
         """0.0 if a step has a wrong calculation, 1.0 if all hold, `neutral` if it has none."""
@@ -303,11 +298,11 @@ class ArithScorer(StepScorer):
         try:
             return self.score_step(step)
         except Exception:  # a bug this step's text triggers: its arithmetic is not checked, nothing else changes
-            return self.neutral
+            return self.config.neutral
 
     def score_step(self, step: str) -> float:
         """The score of one step on its own (arithmetic needs no context)."""
         checks = check_arithmetic(step)
         if not checks:
-            return self.neutral
+            return self.config.neutral
         return 1.0 if all(c.ok for c in checks) else 0.0

@@ -168,7 +168,6 @@ class BBH(CotTask):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.carve_seed = self.config.carve_seed
         self._members: dict[str, BBH] = {}
 
     def member(self, subtask: str) -> BBH:
@@ -211,7 +210,7 @@ class BBH(CotTask):
         )
 
     def _carved_indices(self, n: int, split: str) -> set[int]:
-        heldout = carve_indices(n, int(n * self.HELDOUT_FRACTION), f"bbh:{self.subset}:{self.carve_seed}")
+        heldout = carve_indices(n, int(n * self.HELDOUT_FRACTION), f"bbh:{self.subset}:{self.config.carve_seed}")
         return heldout if split == "heldout" else set(range(n)) - heldout
 
     def examples(self, split: str, limit: int | None = None) -> list[Example]:

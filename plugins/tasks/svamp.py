@@ -41,10 +41,6 @@ class SVAMP(CotTask):
     Config = SVAMPConfig
     HUB: ClassVar[str] = "ChilleD/SVAMP"
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.carve_seed = self.config.carve_seed
-
     def load_rows(self, split: str) -> list[dict[str, Any]]:
         """All 1,000 problems (`svamp/test.jsonl`, or the hub's train+test), or the carved part."""
         if split == "test":
@@ -63,7 +59,7 @@ class SVAMP(CotTask):
         """Row positions in `split`, chosen by problem id so any row order gives the same carve."""
         order = sorted(range(len(rows)), key=lambda i: str(rows[i].get("ID", i)))
         size = len(rows) * 3 // 10
-        heldout = {order[k] for k in carve_indices(len(rows), size, f"svamp:{self.carve_seed}")}
+        heldout = {order[k] for k in carve_indices(len(rows), size, f"svamp:{self.config.carve_seed}")}
         return heldout if split == "heldout" else set(range(len(rows))) - heldout
 
     def make_example(self, row: dict[str, Any], index: int, split: str | None, where: str) -> Example:

@@ -42,10 +42,6 @@ class ExactMatch(Verifier):
     description = "Task-aware exact match of the final answer (numbers, choices, BBH targets)"
     Config = ExactMatchConfig
 
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.last_number = self.config.last_number
-
     def verify(self, samples: list[Sample]) -> list[Verdict]:
         """One verdict per sample, in order; bad input gives an `error` verdict, never an exception.
 
@@ -78,7 +74,7 @@ class ExactMatch(Verifier):
             choices=choices,
             answer_set=ex.answer_set,
             stop=stop,
-            last_number_fallback=self.last_number,
+            last_number_fallback=self.config.last_number,
         )
         if got is None:
             return Verdict(Status.UNPARSEABLE, reason="no answer found", score=0.0)
