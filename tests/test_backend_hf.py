@@ -223,3 +223,15 @@ def test_a_backend_around_a_loaded_model(backend):
     wrapped = HFBackend.from_objects(backend.model, backend.tokenizer, name="mid-training")
     params = SamplingParams(max_new_tokens=5)
     assert wrapped.generate(PROMPTS, params, progress=False) == backend.generate(PROMPTS, params, progress=False)
+
+
+def test_sampling_raises_no_deprecation_warning_from_transformers(backend):
+    # transformers 5.25 renamed forward's past_key_values to cache and warns on the old name
+    # on every call; the backend passes the KV cache under whichever name the model takes.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        got = backend.generate(PROMPTS[:2], SamplingParams(n=2, temperature=1.0, max_new_tokens=6), progress=False)
+    assert [len(g) for g in got] == [2, 2]

@@ -19,6 +19,7 @@ result is repeated for every copy and every one of the `n` samples.
 from __future__ import annotations
 
 import gc
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,19 @@ class HFConfig:
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ConfigError(f"backend hf option batch_size={self.batch_size!r}: expected a positive integer or auto")
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The name under which the model's forward takes a KV cache.
+
+    transformers 5.25 renamed `past_key_values` to `cache` (the old name warns on every call);
+    older releases know only `past_key_values`, and so do wrappers whose forward takes **kwargs.
+    """
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class HFBackend(Backend):
@@ -290,12 +304,13 @@ class HFBackend(Backend):
         ]
         window = max((len(s) for s in stops), default=0) + 2  # tokens that can hold a fresh stop string
         cache = DynamicCache(config=self.model.config)
+        cache_arg = {_cache_kwarg(self.model): cache}
         active = list(range(len(rows)))
 
         with torch.inference_mode():
             logits = self.model(
                 input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
+                **cache_arg, use_cache=True, logits_to_keep=1,
             ).logits[:, -1, :]  # fmt: skip
             next_pos = positions[:, -1] + 1
             while True:
@@ -323,7 +338,7 @@ class HFBackend(Backend):
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
                 logits = self.model(
                     input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    past_key_values=cache, use_cache=True,
+                    **cache_arg, use_cache=True,
                 ).logits[:, -1, :]  # fmt: skip
                 next_pos = next_pos + 1
         del cache
@@ -461,7 +476,13 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             from cotkit import err
 
