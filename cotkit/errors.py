@@ -66,6 +66,14 @@ class ResultsNotSavedError(CotkitError):
     exit_code = 1  # not a usage error (2): the command was right, the disk or device refused
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run, which is marked interrupted; `resume` is the command that continues it."""
+
+    def __init__(self, resume: str = ""):
+        super().__init__(resume)
+        self.resume = resume
+
+
 def first_line(e: BaseException) -> str:
     """An exception's first line (at most 300 characters), for one-line error messages."""
     text = str(e).strip()

@@ -151,3 +151,21 @@ def test_an_output_dir_that_cannot_hold_a_run_is_one_clear_line(cli, data_dir, t
     r = cli("--plugin", PLUGIN, "--data-dir", data_dir, "train", "--method", "tally", "--task", "gsm8k", "--model", tiny_model, "-o", taken)
     assert r.exit_code == 2 and r.stderr.strip().splitlines() == [f"error: run directory {taken}: cannot create run.lock there (it is a file)"]
     assert taken.read_text() == "mine\n"
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(data_dir, tiny_model, tmp_path):
+    out, gate = tmp_path / "run", tmp_path / "gate"
+    gate.mkdir()
+    run = start_held_run(hold_cmd(data_dir, tiny_model, out, gate), gate)
+    run.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+    assert run.wait(timeout=60) == 130
+    last = run.stderr.read().strip().splitlines()[-1]
+    resume = f"cotkit --plugin {PLUGIN} --data-dir {data_dir} train --resume --output-dir {out}"
+    assert last == f"Interrupted: the run is kept; resume with: {resume}"
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "interrupted" and list(state["phases"]) == ["iter_001/first"]
+    (gate / "go").touch()
+    words = resume.split()
+    done = subprocess.run([sys.executable, "-m", *words], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "state.json").read_text())["status"] == "complete"

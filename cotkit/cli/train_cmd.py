@@ -37,7 +37,7 @@ def train(
     """Train with a method (sample, verify, fine-tune, evaluate) in a resumable run directory."""
     from cotkit.cli.state import options as global_options
     from cotkit.config import load_yaml, resolve
-    from cotkit.console import out
+    from cotkit.console import err, out
     from cotkit.plugins import host
     from cotkit.run import default_output_dir
 
@@ -63,12 +63,18 @@ def train(
         sys.stdout.flush()
         return
 
-    from cotkit.run.report import iteration_rows, iteration_table
+    from cotkit.errors import RunInterrupted
     from cotkit.run import execute
+    from cotkit.run.report import iteration_rows, iteration_table
 
-    run_ctx = execute(
-        resolved, resume=resume, argv=["cotkit", *sys.argv[1:]], data_dir=global_options.data_dir, plugin_files=global_options.plugin_files
-    )
+    try:
+        run_ctx = execute(
+            resolved, resume=resume, argv=["cotkit", *sys.argv[1:]], data_dir=global_options.data_dir,
+            plugin_files=global_options.plugin_files,
+        )  # fmt: skip
+    except RunInterrupted as e:  # Ctrl-C: the run is marked interrupted; say how to continue it
+        err.print(f"Interrupted: the run is kept; resume with: {e.resume}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     rows = iteration_rows(run_ctx.metrics_rows())
     if not out.is_terminal:  # on a terminal the run has just shown this table
         out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cotkit.config import TrainConfig
-from cotkit.errors import CotkitError
+from cotkit.errors import CotkitError, RunInterrupted
 from cotkit.run.context import RunContext
 from cotkit.run.directory import finish, open_run_dir, remove_partial_writes, run_dir_path
 from cotkit.run.display import RunDisplay
@@ -34,8 +34,8 @@ def execute(
     config names none; it and `plugin_files` (`cotkit --plugin`) are repeated in that resume command.
     """
     from cotkit.data import resolve_data_dir
-    from cotkit.run.diskfull import is_disk_full
     from cotkit.plugins import host
+    from cotkit.run.diskfull import is_disk_full
     from cotkit.run.lock import RunLock, describe_holder
 
     method_cls = host().get("method", config.run.method)
@@ -50,8 +50,12 @@ def execute(
                 display.message(f"[dim]lock of {describe_holder(lock.taken_over)} taken over: that process is gone[/dim]")
         return _execute_locked(config, method_cls, resume, argv, display, run_data_dir)
     except BaseException as e:
+        resume_data_dir = None if config.run.data_dir else data_dir
+        if isinstance(e, RunInterrupted):
+            from cotkit.run.diskfull import resume_command
+
+            raise RunInterrupted(resume_command(path, plugin_files=list(plugin_files), data_dir=resume_data_dir)) from None
         if isinstance(e, Exception) and is_disk_full(e, path):
-            resume_data_dir = None if config.run.data_dir else data_dir
             raise _stopped_by_full_disk(
                 e, path, holding_lock=lock.fd is not None, plugin_files=plugin_files, data_dir=resume_data_dir
             ) from None
@@ -72,7 +76,7 @@ def _execute_locked(
         method_cls().run(ctx)
     except KeyboardInterrupt:
         finish(ctx, "interrupted")
-        raise
+        raise RunInterrupted() from None  # the caller adds the resume command
     except BaseException as e:
         if not (isinstance(e, Exception) and is_disk_full(e, ctx.path)):  # that case is marked by the caller
             finish(ctx, "failed")
