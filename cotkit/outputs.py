@@ -64,6 +64,10 @@ def check_output_dir(path: str | Path, option: str) -> None:
     _check_can_create_in(path, option, path)
 
 
+#: Said when not even the fallback folders can hold the results.
+_NOWHERE = "and no fallback folder could hold them either (tried $TMPDIR, the current folder, home)"
+
+
 def _fallback_folders() -> Iterable[Path]:
     yield Path(tempfile.gettempdir())
     yield Path.cwd()
@@ -100,7 +104,7 @@ def save_files(folder: str | Path, files: dict[str, str], option: str) -> None:
             atomic_write_text(folder / name, files[name])
     except OSError as e:
         kept = keep_elsewhere(files)
-        where = f"the results are kept in {kept}/" if kept else "and no fallback folder could hold them either (tried $TMPDIR, the current folder, home)"
+        where = f"the results are kept in {kept}/" if kept else _NOWHERE
         raise ResultsNotSavedError(f"{option} {folder}: cannot write {name} ({_reason(e)}); {where}") from None
 
 
@@ -114,7 +118,7 @@ def save_text(path: str | Path, text: str, option: str, default_suffix: str = ""
     except OSError as e:
         name = path.name if Path(path.name).suffix or not default_suffix else path.name + default_suffix
         kept = keep_elsewhere({name: text})
-        where = f"the results are kept in {kept / name}" if kept else "and no fallback folder could hold them either (tried $TMPDIR, the current folder, home)"
+        where = f"the results are kept in {kept / name}" if kept else _NOWHERE
         raise ResultsNotSavedError(f"{option} {path}: cannot write ({_reason(e)}); {where}") from None
 
 

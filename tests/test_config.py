@@ -128,3 +128,13 @@ def test_cli_show_lists_every_option_with_default_and_help(cli):
     assert "Zelikman" in text
     r = cli("show", "stra")
     assert r.exit_code == 2 and "did you mean 'star'" in r.stderr
+
+
+@pytest.mark.parametrize("method", ["star", "irpo", "finetune-cot", "pad"])
+def test_every_method_config_refuses_a_split_limit_below_one_from_python(host, method):
+    # The limits live in SplitLimits, which every method Config inherits with its checks.
+    cls = host.get("method", method).Config
+    for name in ("train_limit", "dev_limit", "heldout_limit"):
+        with pytest.raises(ConfigError, match=f"{name} must be at least 1 \\(or none\\), got 0"):
+            cls(**{name: 0})
+    assert cls(train_limit=None, dev_limit=3).dev_limit == 3

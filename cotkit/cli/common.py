@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from cotkit.contracts import Task
-from cotkit.options import parse_key_values  # the one KEY=VALUE parser; the commands import it from here
+from cotkit.options import parse_key_values
 
 
 def make_task(spec: str, task_options: Optional[list[str]] = None, **kwargs: Any) -> Task:

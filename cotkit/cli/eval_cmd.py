@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cotkit.cli import options
-from cotkit.cli.common import parse_key_values
 from cotkit.lmeval.runner import EvalSettings
 from cotkit.models import DEFAULT_MODEL
+from cotkit.options import parse_key_values
 
 
 @options.with_settings_options(EvalSettings, not_options=("data_dir", "task_options", "scorer_options", "bootstrap_iters"))

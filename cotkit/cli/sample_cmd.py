@@ -33,12 +33,13 @@ def sample_command(
     backend_option: options.BackendOptions = None,
 ) -> None:
     """Sample completions, verify them, show each question's completions with verdicts; save with --output."""
-    from cotkit.cli.common import make_task, parse_key_values
+    from cotkit.cli.common import make_task
     from cotkit.contracts import SamplingParams, check_styles
     from cotkit.errors import ConfigError
     from cotkit.option_checks import at_least_one, check_values
     from cotkit.option_checks import temperature as temperature_rule
     from cotkit.option_checks import top_p as top_p_rule
+    from cotkit.options import parse_key_values
     from cotkit.outputs import check_output_file
 
     check_styles(style)

@@ -72,8 +72,9 @@ def find_plugins(spec: str) -> list[tuple[str, type]]:
 def _show_method(cls: type) -> None:
     from rich.markup import escape
 
-    from cotkit.config import RunConfig, iter_options
+    from cotkit.config import RunConfig
     from cotkit.console import out
+    from cotkit.options import iter_options
 
     out.print(f"[bold]{cls.name}[/bold] (method): {escape(cls.summary())}")
     if cls.paper:
@@ -92,8 +93,8 @@ def _show_method(cls: type) -> None:
 def _show_plugin(kind: str, cls: type) -> None:
     from rich.markup import escape
 
-    from cotkit.config import iter_options
     from cotkit.console import out
+    from cotkit.options import iter_options
     from cotkit.plugins import KIND_LABELS
 
     label = f"{KIND_LABELS[kind]} {cls.name}"
@@ -126,9 +127,9 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> Any:
 
 
 def _print_yaml(kind: str, cls: type) -> None:
-    from cotkit.config import RunConfig, dump_yaml, iter_options, to_dict
+    from cotkit.config import RunConfig, dump_yaml
     from cotkit.console import out
-    from cotkit.options import plain_value
+    from cotkit.options import iter_options, plain_value, to_dict
 
     if kind == "method":
         data: dict[str, Any] = {"method": cls.name, "task": "TASK"}
@@ -157,8 +158,8 @@ def _show_run(path: Path) -> None:
     from rich.table import Table
 
     from cotkit.console import out
-    from cotkit.run.report import fmt_acc, iteration_rows, iteration_table
     from cotkit.run import load_run
+    from cotkit.run.report import fmt_acc, iteration_rows, iteration_table
 
     config, state = load_run(path)
     out.print(f"[bold]{path}[/bold]: {config.run.method} on {config.run.task} with {config.run.model} — status {state.status}")

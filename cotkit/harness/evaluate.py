@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cotkit.contracts import Backend, SamplingParams, Task, Verifier
-from cotkit.harness.verify import sample_row, summarize, verify_samples, wilson_interval  # noqa: F401 (methods import wilson_interval from here)
+from cotkit.harness.verify import sample_row, summarize, verify_samples
 from cotkit.jsonl import atomic_write_jsonl
 from cotkit.types import Example
 

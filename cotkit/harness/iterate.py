@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cotkit.config import option
 from cotkit.errors import ConfigError
+from cotkit.options import option
 
 
 @dataclass
@@ -22,13 +22,19 @@ class SplitLimits:
 
     `method_splits` reads these four options, so every method spells them the same way on the
     command line (`--train-limit 50 --no-final-eval`) and in YAML. A method that wants another
-    default redeclares the field in its own Config.
+    default redeclares the field in its own Config; one with its own `__post_init__` calls this one.
     """
 
     train_limit: int | None = option(None, help="Use only the first N questions of the `fit` split (train minus dev).")
     dev_limit: int | None = option(None, help="Evaluate on only the first N questions of the `dev` split.")
     heldout_limit: int | None = option(None, help="Final evaluation on only the first N questions of the held-out split.")
     final_eval: bool = option(True, help="Score the base and the final model on the task's held-out split.")
+
+    def __post_init__(self) -> None:
+        for name in ("train_limit", "dev_limit", "heldout_limit"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
 
 
 class Splits(NamedTuple):

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotkit.config import option
 from cotkit.errors import ConfigError, ModelError
+from cotkit.options import option
 from cotkit.types import Prompt
 
 # ------------------------------------------------------------------------------------- config

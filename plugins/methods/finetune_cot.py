@@ -119,10 +119,9 @@ class FinetuneCoTConfig(SplitLimits):
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        for name in ("max_steps", "train_limit", "dev_limit", "heldout_limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be at least 1 (or none), got {self.max_steps}")
+        super().__post_init__()  # the split limits
         if self.teacher_endpoint and not self.teacher_model:
             raise ConfigError("--teacher-endpoint needs --teacher-model: the model name the server serves")
         # Before config.yaml is written: a key pasted where its variable's name goes would be saved there.

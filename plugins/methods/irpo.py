@@ -85,10 +85,9 @@ class IRPOConfig(SplitLimits):
             raise ConfigError(f"nll_weight must be 0 or more, got {self.nll_weight}")
         if self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        for name in ("max_steps", "train_limit", "dev_limit", "heldout_limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be at least 1 (or none), got {self.max_steps}")
+        super().__post_init__()  # the split limits
 
 
 # ---------------------------------------------------------------------------------------- pairs

@@ -145,10 +145,11 @@ class PadConfig(SplitLimits):
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.repairs_per_question < 0:
             raise ConfigError(f"repairs_per_question must be 0 or more, got {self.repairs_per_question}")
-        for name in ("max_per_question", "train_limit", "dev_limit", "heldout_limit", "steps"):
+        for name in ("max_per_question", "steps"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+        super().__post_init__()  # the split limits
 
 
 class Models(ModelSlot):

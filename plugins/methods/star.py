@@ -91,13 +91,11 @@ class StarConfig(SplitLimits):
             )
         if self.steps < 1 or self.step_growth <= 0:
             raise ConfigError("steps must be at least 1 and step_growth positive")
-        for name in ("max_new_tokens",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        for name in ("max_per_question", "train_limit", "dev_limit", "heldout_limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name} must be at least 1 (or none), got {v}")
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens must be at least 1")
+        if self.max_per_question is not None and self.max_per_question < 1:
+            raise ConfigError(f"max_per_question must be at least 1 (or none), got {self.max_per_question}")
+        super().__post_init__()  # the split limits
 
 
 def steps_at(cfg: StarConfig, iteration: int) -> int:
