@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "fine_tune": "cotkit.harness.iterate",
     "capped_steps": "cotkit.harness.iterate",
     "phase_seconds": "cotkit.harness.iterate",
+    "prune_checkpoints": "cotkit.harness.iterate",
     "TrainExample": "cotkit.harness.train",
     "render_prompt_ids": "cotkit.harness.train",
     "completion_ids": "cotkit.harness.train",
@@ -212,6 +213,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         greedy_accuracy,
         method_splits,
         phase_seconds,
+        prune_checkpoints,
     )
     from cotkit.harness.preference import DPONLLObjective, PreferencePair
     from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample

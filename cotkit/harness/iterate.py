@@ -149,6 +149,31 @@ def greedy_accuracy(
     return {"split": split, "model": model, **summary}
 
 
+def prune_checkpoints(ctx: Any, iteration: int, keep: str) -> list[str]:
+    """Delete earlier iterations' `iter_NNN/checkpoint` folders, never `keep` (main process only).
+
+    `keep` is the model reference the method goes on with ("base" or "iter_NNN/checkpoint"): when
+    an iteration trained nothing, the method keeps using an older checkpoint, and deleting it would
+    leave the next sampling phase and the reported final model pointing at a missing folder. Runs
+    only once the iteration's summary phase is recorded, so a resumed run never needs a pruned one.
+    Returns the references removed.
+    """
+    import shutil
+
+    from cotkit.run import is_main_process
+
+    if not is_main_process() or not ctx.done(f"iter_{iteration:03d}/summary"):
+        return []
+    removed = []
+    for prev in range(1, iteration):
+        ref = f"iter_{prev:03d}/checkpoint"
+        folder = ctx.path / ref
+        if ref != keep and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(ref)
+    return removed
+
+
 def phase_seconds(ctx: Any, iteration: str) -> dict[str, float]:
     """`seconds_<phase>` of every completed phase of one iteration (`iter_001`), for its funnel row."""
     prefix = iteration + "/"

@@ -30,6 +30,7 @@ from cotkit import (
     method_splits,
     option,
     phase_seconds,
+    prune_checkpoints,
     read_jsonl,
 )
 
@@ -193,7 +194,7 @@ class IterativeRPO(Method):
                     )
                 ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
                 if cfg.keep_checkpoints == "last":
-                    self.prune_checkpoints(ctx, it)
+                    prune_checkpoints(ctx, it, keep=current)
                 ctx.show_iterations()
                 ctx.write_report()
         finally:
@@ -316,16 +317,3 @@ class IterativeRPO(Method):
             "dev_n": e["n"],
             **times,
         }
-
-    def prune_checkpoints(self, ctx: Any, it: int) -> None:
-        """With keep_checkpoints=last, remove earlier iterations' checkpoints (main process)."""
-        import shutil
-
-        from cotkit import is_main_process
-
-        if not is_main_process():
-            return
-        for prev in range(1, it):
-            ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
-            if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
-                shutil.rmtree(ck, ignore_errors=True)

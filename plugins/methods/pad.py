@@ -47,6 +47,7 @@ from cotkit import (
     method_splits,
     option,
     phase_seconds,
+    prune_checkpoints,
     read_jsonl,
 )
 
@@ -247,7 +248,7 @@ class Pad(Method):
             self.evaluate_final(run, d, name, student, style)
         ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
         if cfg.keep_checkpoints == "last":
-            self.prune_checkpoints(ctx, it)
+            prune_checkpoints(ctx, it, keep=student)
         ctx.show_iterations()
         ctx.write_report()
         return student
@@ -506,19 +507,6 @@ class Pad(Method):
             row.update({"base_heldout_accuracy": ev["accuracy"], "base_heldout_n": ev["n"]})
         row.update(phase_seconds(ctx, name))
         return row
-
-    def prune_checkpoints(self, ctx: Any, it: int) -> None:
-        """With keep_checkpoints=last, remove the checkpoints of earlier rounds (main process)."""
-        import shutil
-
-        from cotkit import is_main_process
-
-        if not is_main_process():
-            return
-        for prev in range(1, it):
-            ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
-            if ck.exists() and ctx.done(f"iter_{it:03d}/summary"):
-                shutil.rmtree(ck, ignore_errors=True)
 
     @staticmethod
     def _sampler_name(ctx: Any, sampler: str) -> str:

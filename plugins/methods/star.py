@@ -32,6 +32,7 @@ from cotkit import (
     method_splits,
     option,
     phase_seconds,
+    prune_checkpoints,
     read_jsonl,
 )
 
@@ -167,7 +168,7 @@ class Star(Method):
                     )
                 ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
                 if cfg.keep_checkpoints == "last":
-                    self.prune_checkpoints(ctx, it, keep=current)
+                    prune_checkpoints(ctx, it, keep=current)
                 ctx.show_iterations()
                 ctx.write_report()
         finally:
@@ -315,19 +316,6 @@ class Star(Method):
             "dev_n": e["n"],
             **times,
         }
-
-    def prune_checkpoints(self, ctx: Any, it: int, keep: str) -> None:
-        """With keep_checkpoints=last, remove earlier iterations' checkpoints except `keep` (main process)."""
-        import shutil
-
-        from cotkit import is_main_process
-
-        if not is_main_process():
-            return
-        for prev in range(1, it):
-            ck = ctx.path / f"iter_{prev:03d}" / "checkpoint"
-            if ck.exists() and keep != f"iter_{prev:03d}/checkpoint" and ctx.done(f"iter_{it:03d}/summary"):
-                shutil.rmtree(ck, ignore_errors=True)
 
 
 def trim_after_answer(completion: str, sentence: str, answer: str) -> str | None:
