@@ -95,7 +95,7 @@ def _show(task: str, model: str, samples: list[Any], summary: dict[str, Any], sh
 
     from cotkit.console import out
 
-    table = Table(title=f"cotkit sample: {task} with {model}", show_lines=False, expand=True)
+    table = Table(title=f"cotkit sample: {task} with {model}", show_lines=False, expand=out.is_terminal)
     table.add_column("question", ratio=2, overflow="fold")
     table.add_column("#", justify="right", width=3)
     table.add_column("completion", ratio=5, overflow="fold")
