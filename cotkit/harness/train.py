@@ -431,11 +431,17 @@ class _TrainingRun:
 
 def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, objective: Objective, seed: int) -> _TrainingRun:
     """Seeded accelerator, model and features, optimizer and schedule, in the order the RNGs see them."""
+    from cotkit.harness.seq2seq import is_encoder_decoder, load_seq2seq_lm, seq2seq_objective
     from cotkit.models import resolve_model_path
 
     accelerator = _seeded_accelerator(config.precision, seed)
     _quiet_transformers()
-    base, tokenizer = load_causal_lm(resolve_model_path(model))
+    path = resolve_model_path(model)
+    if is_encoder_decoder(path):
+        base, tokenizer = load_seq2seq_lm(path)
+        objective = seq2seq_objective(objective, config)
+    else:
+        base, tokenizer = load_causal_lm(path)
     features = objective.features(tokenizer, items, config.max_length)
     if not items:
         raise ConfigError("no training examples: the method's filter kept none")
@@ -482,10 +488,12 @@ def _trainable(base: Any, config: SFTConfig) -> Any:
         return base
     from peft import LoraConfig, get_peft_model
 
+    from cotkit.harness.seq2seq import lora_task_type
+
     targets: Any = config.lora_targets[0] if config.lora_targets == ["all-linear"] else list(config.lora_targets)
     lora_cfg = LoraConfig(
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=targets, task_type="CAUSAL_LM",
+        target_modules=targets, task_type=lora_task_type(base),
     )  # fmt: skip
     if config.gradient_checkpointing:
         base.enable_input_require_grads()
