@@ -14,6 +14,11 @@ about 1e-6 of a boundary between two tokens).
 
 Greedy decoding (temperature 0) is deterministic, so identical prompts are decoded once and the
 result is repeated for every copy and every one of the `n` samples.
+
+Encoder-decoder models (T5, Flan-T5, CodeT5; `is_encoder_decoder` in their config) go through the
+same loop: the prompts are encoded once and the decoder starts from its start token, caching its
+self- and cross-attention, so nothing is padded on the left and the prompt is never echoed.
+Log-likelihoods feed the context to the encoder and score the continuation as decoder labels.
 """
 
 from __future__ import annotations
@@ -86,6 +91,115 @@ def _cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+class _CausalDecoding:
+    """A batch of left-padded prompts prefilled into one KV cache, then decoded one token per row per step."""
+
+    def __init__(self, model: Any, prompts: list[list[int]], pad: int, device: Any):
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[b, width - len(p) :] = 1
+        self.model = model
+        self.input_ids, self.mask = input_ids.to(device), mask.to(device)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_pos = self.positions[:, -1] + 1
+        self.cache = DynamicCache(config=model.config)
+        self.cache_arg = {_cache_kwarg(model): self.cache}
+
+    def first_logits(self) -> Any:
+        """Next-token logits of every prompt (the prefill)."""
+        return self.model(
+            input_ids=self.input_ids, attention_mask=self.mask, position_ids=self.positions,
+            **self.cache_arg, use_cache=True, logits_to_keep=1,
+        ).logits[:, -1, :]  # fmt: skip
+
+    def keep_rows(self, index: Any) -> None:
+        """Drop the rows that finished: only `index` stays in the batch."""
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_pos = self.mask[index], self.next_pos[index]
+
+    def next_logits(self, chosen: Any) -> Any:
+        """Logits after appending each row's chosen token."""
+        import torch
+
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(chosen), 1))], dim=1)
+        logits = self.model(
+            input_ids=chosen[:, None], attention_mask=self.mask, position_ids=self.next_pos[:, None],
+            **self.cache_arg, use_cache=True,
+        ).logits[:, -1, :]  # fmt: skip
+        self.next_pos = self.next_pos + 1
+        return logits
+
+
+class _Seq2SeqDecoding:
+    """A batch of prompts encoded once; the decoder starts from its start token and caches self- and cross-attention."""
+
+    def __init__(self, model: Any, prompts: list[list[int]], pad: int, device: Any):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        self.model = model
+        self.input_ids, self.mask = _right_padded(prompts, pad, device)
+        self.start = decoder_start_id(model, pad)
+        decoder_config = model.config.get_text_config(decoder=True)
+        self.cache = EncoderDecoderCache(DynamicCache(config=decoder_config), DynamicCache(config=decoder_config))
+        self.cache_arg = {_cache_kwarg(model): self.cache}
+        self.encoded: Any = None
+
+    def first_logits(self) -> Any:
+        """Logits of each decoder's first token, after encoding the prompts."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        hidden = self.model.get_encoder()(input_ids=self.input_ids, attention_mask=self.mask).last_hidden_state
+        self.encoded = BaseModelOutput(last_hidden_state=hidden)
+        return self._decode(self.input_ids.new_full((len(self.input_ids), 1), self.start))
+
+    def keep_rows(self, index: Any) -> None:
+        """Drop the rows that finished: only `index` stays in the batch."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        self.encoded = BaseModelOutput(last_hidden_state=self.encoded.last_hidden_state[index])
+
+    def next_logits(self, chosen: Any) -> Any:
+        """Logits after feeding each row's chosen token to the decoder."""
+        return self._decode(chosen[:, None])
+
+    def _decode(self, tokens: Any) -> Any:
+        return self.model(
+            encoder_outputs=self.encoded, attention_mask=self.mask, decoder_input_ids=tokens,
+            **self.cache_arg, use_cache=True,
+        ).logits[:, -1, :]  # fmt: skip
+
+
+def _right_padded(rows: list[list[int]], pad: int, device: Any) -> tuple[Any, Any]:
+    """Token rows right-padded into one tensor, and its attention mask (an encoder reads both ways, so
+    the side padding goes on does not matter)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[b, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def decoder_start_id(model: Any, pad: int) -> int:
+    """The token an encoder-decoder model's decoder starts from (T5: the pad token)."""
+    for source in (model.config, model.generation_config):
+        start = getattr(source, "decoder_start_token_id", None)
+        if isinstance(start, int):
+            return start
+    return pad
+
+
 class HFBackend(Backend):
     """Transformers: batched sampling with a KV cache, fp32 on CPU and bf16 on GPU (the default)."""
 
@@ -152,13 +266,15 @@ class HFBackend(Backend):
         return int(batch_size)
 
     def _load(self, trust_remote_code: bool) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar per load drowns the run's own display
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype, trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+            auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            model = auto.from_pretrained(self.path, dtype=self.dtype, trust_remote_code=trust_remote_code)
             self.model = model.to(self.device).eval()
         except Exception as e:
             if is_oom(e):
@@ -184,6 +300,7 @@ class HFBackend(Backend):
                 eos.update(int(x) for x in source)
         self.eos_ids = eos
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
 
     def _check_open(self) -> None:
         if getattr(self, "model", None) is None:
@@ -254,9 +371,13 @@ class HFBackend(Backend):
         return grid
 
     def _fit(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Keep the last tokens of a prompt that would overflow the model's context (as lm-eval does)."""
-        if self.max_length and len(ids) + max_new_tokens > self.max_length:
-            keep = max(1, self.max_length - max_new_tokens)
+        """Keep the last tokens of a prompt that would overflow the model's context (as lm-eval does).
+
+        An encoder-decoder model's prompt has the encoder to itself: only its own length counts.
+        """
+        new_tokens = 0 if self.encoder_decoder else max_new_tokens
+        if self.max_length and len(ids) + new_tokens > self.max_length:
+            keep = max(1, self.max_length - new_tokens)
             if len(ids) > keep:
                 from cotkit import err
 
@@ -286,33 +407,18 @@ class HFBackend(Backend):
         on_tokens: Callable[[int], None],
     ) -> list[Generation]:
         import torch
-        from transformers import DynamicCache
 
-        dev = self.device
-        width = max(len(r.ids) for r in requests)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(requests), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for b, r in enumerate(requests):
-            input_ids[b, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
-            mask[b, width - len(r.ids) :] = 1
-        input_ids, mask = input_ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         sampling = params.temperature > 0
         rows = [
             _Row(b, generator=torch.Generator().manual_seed(r.seed) if sampling else None) for b, r in enumerate(requests)
         ]
         window = max((len(s) for s in stops), default=0) + 2  # tokens that can hold a fresh stop string
-        cache = DynamicCache(config=self.model.config)
-        cache_arg = {_cache_kwarg(self.model): cache}
+        state_class = _Seq2SeqDecoding if self.encoder_decoder else _CausalDecoding
+        state = state_class(self.model, [r.ids for r in requests], self.tokenizer.pad_token_id, self.device)
         active = list(range(len(rows)))
 
         with torch.inference_mode():
-            logits = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                **cache_arg, use_cache=True, logits_to_keep=1,
-            ).logits[:, -1, :]  # fmt: skip
-            next_pos = positions[:, -1] + 1
+            logits = state.first_logits()
             while True:
                 chosen = self._choose(logits.float(), params, [rows[a].generator for a in active])
                 keep: list[int] = []
@@ -331,17 +437,12 @@ class HFBackend(Backend):
                 if not keep:
                     break
                 if len(keep) < len(active):
-                    index = torch.tensor(keep, device=dev)
-                    cache.batch_select_indices(index)
-                    mask, chosen, next_pos = mask[index], chosen[index], next_pos[index]
+                    index = torch.tensor(keep, device=self.device)
+                    state.keep_rows(index)
+                    chosen = chosen[index]
                     active = [active[k] for k in keep]
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                logits = self.model(
-                    input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    **cache_arg, use_cache=True,
-                ).logits[:, -1, :]  # fmt: skip
-                next_pos = next_pos + 1
-        del cache
+                logits = state.next_logits(chosen)
+        del state  # its KV cache
         return [self._finish(row, stops) for row in rows]
 
     def _choose(self, logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
@@ -389,45 +490,25 @@ class HFBackend(Backend):
 
         Context and continuation are tokenized together and split where the context's tokens end,
         with the context's trailing whitespace moved to the continuation (as lm-eval does), so
-        the continuation is scored in the tokenization the model would actually see.
+        the continuation is scored in the tokenization the model would actually see. An
+        encoder-decoder model reads the context in its encoder and the continuation, tokenized on
+        its own, as decoder labels (as lm-eval's seq2seq models do).
         """
-        import torch
-
         self._check_open()
-        items = [self._score_ids(ctx, cont) for ctx, cont in pairs]
+        if self.encoder_decoder:
+            items = [self._seq2seq_score_ids(ctx, cont) for ctx, cont in pairs]
+            score = self._score_seq2seq
+        else:
+            items = [self._score_ids(ctx, cont) for ctx, cont in pairs]
+            score = self._score_causal
         out: list[tuple[float, bool] | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda k: -len(items[k][0]))
-        pad = self.tokenizer.pad_token_id
         size = self.batch_size
         start = 0
         while start < len(order):
             batch = order[start : start + size]
             try:
-                width = max(len(items[k][0]) for k in batch)
-                keep = max(items[k][1] for k in batch) + 1
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for b, k in enumerate(batch):
-                    seq = items[k][0]
-                    ids[b, width - len(seq) :] = torch.tensor(seq)
-                    mask[b, width - len(seq) :] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                with torch.inference_mode():
-                    logits = self.model(
-                        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                        use_cache=False, logits_to_keep=keep,
-                    ).logits.float()  # fmt: skip
-                logprobs = torch.log_softmax(logits, dim=-1)
-                for b, k in enumerate(batch):
-                    seq, n_cont = items[k]
-                    if n_cont == 0:
-                        out[k] = (0.0, True)
-                        continue
-                    target = torch.tensor(seq[-n_cont:], device=self.device)
-                    # Position t of the kept logits predicts token t+1; the last kept one predicts nothing.
-                    rows = logprobs[b, keep - 1 - n_cont : keep - 1]
-                    lp = rows.gather(-1, target[:, None]).sum().item()
-                    out[k] = (lp, bool((rows.argmax(-1) == target).all().item()))
+                scores = score([items[k] for k in batch])
             except Exception as e:
                 if not is_oom(e):
                     raise
@@ -436,8 +517,58 @@ class HFBackend(Backend):
                     raise ModelError(f"out of memory scoring with {self.model_name}: use shorter contexts or a smaller model") from e
                 size = max(1, size // 2)
                 continue
+            for k, got in zip(batch, scores):
+                out[k] = got
             start += len(batch)
         return out  # type: ignore[return-value]
+
+    def _score_causal(self, items: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
+        """(log-prob, greedy) of each (context + continuation ids, continuation length), in one left-padded forward."""
+        import torch
+
+        width = max(len(seq) for seq, _ in items)
+        keep = max(n_cont for _, n_cont in items) + 1
+        ids = torch.full((len(items), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for b, (seq, _) in enumerate(items):
+            ids[b, width - len(seq) :] = torch.tensor(seq)
+            mask[b, width - len(seq) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False, logits_to_keep=keep,
+            ).logits.float()  # fmt: skip
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out = []
+        for b, (seq, n_cont) in enumerate(items):
+            if n_cont == 0:
+                out.append((0.0, True))
+                continue
+            target = torch.tensor(seq[-n_cont:], device=self.device)
+            # Position t of the kept logits predicts token t+1; the last kept one predicts nothing.
+            rows = logprobs[b, keep - 1 - n_cont : keep - 1]
+            out.append((rows.gather(-1, target[:, None]).sum().item(), bool((rows.argmax(-1) == target).all().item())))
+        return out
+
+    def _score_seq2seq(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """(log-prob, greedy) of each (context ids, continuation ids): the context encoded, the continuation as labels."""
+        import torch
+
+        ids, mask = _right_padded([ctx for ctx, _ in items], self.tokenizer.pad_token_id, self.device)
+        labels = torch.full((len(items), max(1, *(len(cont) for _, cont in items))), -100, dtype=torch.long)
+        for b, (_, cont) in enumerate(items):
+            labels[b, : len(cont)] = torch.tensor(cont, dtype=torch.long)
+        labels = labels.to(self.device)
+        with torch.inference_mode():
+            # Given labels, the model builds its decoder inputs (labels shifted right after its start token).
+            logits = self.model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out = []
+        for b, (_, cont) in enumerate(items):
+            rows, target = logprobs[b, : len(cont)], labels[b, : len(cont)]
+            out.append((rows.gather(-1, target[:, None]).sum().item(), bool((rows.argmax(-1) == target).all().item())))
+        return out
 
     def _score_ids(self, context: Prompt, continuation: str) -> tuple[list[int], int]:
         """Token ids and continuation length of a pair, cut on the left to fit the context window."""
@@ -446,6 +577,16 @@ class HFBackend(Backend):
             whole = whole[-self.max_length :]
             n_cont = min(n_cont, len(whole) - 1)
         return whole, n_cont
+
+    def _seq2seq_score_ids(self, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
+        """Encoder ids of the context and label ids of the continuation (the context's trailing whitespace moved to it)."""
+        ctx = self.render(context)
+        trailing = len(ctx) - len(ctx.rstrip())
+        if trailing:
+            ctx, continuation = ctx[:-trailing], ctx[-trailing:] + continuation
+        ctx_ids = list(self.tokenizer(ctx, add_special_tokens=isinstance(context, str)).input_ids)
+        cont_ids = list(self.tokenizer(continuation, add_special_tokens=False).input_ids)
+        return ctx_ids or [self.tokenizer.eos_token_id], cont_ids
 
     # -- memory ------------------------------------------------------------------------------
 
