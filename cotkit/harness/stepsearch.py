@@ -2,7 +2,9 @@
 
 Aggregating step scores into a solution score (`aggregate`): `min` (a solution is as good as its
 worst step; the PRM papers' default), `prod` (every doubtful step costs), or `last` (the score
-of the final step). Best-of-N picks the highest solution score (the first on ties); the weighted
+of the final step). Beam search also takes `logsum`, the sum of the steps' log scores: added to
+the summed token log-probabilities it is PaD's beam score (log p(program) + sum of log
+faithfulness per line); alone it ranks as `prod` does, so reranking and voting do not offer it. Best-of-N picks the highest solution score (the first on ties); the weighted
 vote adds the solution scores of the samples giving each answer and picks the heaviest answer.
 
 Beam search (`beam_search`) decodes a step at a time with any Backend (only `generate` is
@@ -10,9 +12,17 @@ needed, plus `loglikelihood` when the model's log-probability is mixed in): ever
 extended with `expand` sampled next steps (the first step samples beam_width x expand), each
 candidate is scored with the step scorer, and the `beam_width` best unfinished candidates live
 on; finished solutions are set aside, as in beam search for translation. The search ends when
-no beam is live, after `max_steps`, or (for min and prod, whose values never rise as steps are
-added) when no live beam can beat the `beam_width` best finished solutions; those, ranked, are
-the result.
+no beam is live, after `max_steps`, or (when a beam's value never rises as steps are added: min,
+prod or logsum, with no log-probability or a summed one, and no length penalty) when no live beam
+can beat the `beam_width` best finished solutions; those, ranked, are the result.
+
+A beam's value is aggregate(step scores) + logprob_weight x (mean or sum of its token
+log-probabilities), divided by (its generated tokens) ** length_penalty. Beams here grow by whole
+sampled lines, so at a step they differ in length; a token-level beam search (PaD's reference,
+Hugging Face's `generate` with `num_beams`) compares beams of equal length and divides only
+finished ones by their length (length_penalty 1 by default). A length penalty of 1 applied to
+every beam ranks live beams of equal length as the raw sum does and finished ones as Hugging
+Face does, so it is the line-level search's nearest equivalent.
 
 A text step ends at a newline; a program step at the end of a statement (lines are generated
 until the statement parses, so a `for` header is never a step on its own). A solution ends when
@@ -34,21 +44,29 @@ from cotkit.errors import ConfigError
 from cotkit.options import option
 from cotkit.types import Example, Prompt
 
+#: Aggregations that rank solutions (reranking, weighted vote, beam search).
 AGGREGATES = ("min", "prod", "last")
+#: Beam search also adds step scores in log space to the model's log-probabilities.
+BEAM_AGGREGATES = (*AGGREGATES, "logsum")
+LOGPROB_REDUCTIONS = ("mean", "sum")
+#: `logsum` floors step scores here, so a failed step (score 0) costs log(1e-6), not infinity.
+LOG_FLOOR = 1e-6
 
 
 def aggregate(scores: Sequence[float], how: str = "min") -> float:
-    """One solution score from its step scores: min, prod or last; 0.0 for a solution with no steps."""
-    if how not in AGGREGATES:
+    """One solution score from its step scores: min, prod, last or logsum; 0.0 for a solution with no steps."""
+    if how not in BEAM_AGGREGATES:
         from cotkit.errors import UnknownNameError
 
-        raise UnknownNameError("aggregation", how, AGGREGATES)
+        raise UnknownNameError("aggregation", how, BEAM_AGGREGATES)
     if not scores:
         return 0.0
     if how == "min":
         return float(min(scores))
     if how == "prod":
         return float(math.prod(scores))
+    if how == "logsum":
+        return float(sum(math.log(max(LOG_FLOOR, s)) for s in scores))
     return float(scores[-1])
 
 
@@ -152,9 +170,15 @@ class BeamSettings:
     max_new_tokens: int = 512
     temperature: float = 0.7
     top_p: float = 1.0
-    aggregate: str = "min"
+    aggregate: str = option("min", help="Step scores to a beam's score: min, prod, last or logsum (sum of their logs).")
     logprob_weight: float = option(
-        0.0, help="Weight of the model's mean token log-probability in a beam's score (0: step scores only)."
+        0.0, help="Weight of the model's token log-probability in a beam's score (0: step scores only)."
+    )
+    logprob_reduce: str = option(
+        "mean", choices=LOGPROB_REDUCTIONS, help="The model's token log-probabilities in a beam's score: their mean or their sum."
+    )
+    length_penalty: float = option(
+        0.0, help="A beam's score is divided by its generated tokens to this power (0: not divided; 1: per token)."
     )
     #: Lines generated at most to complete one program statement.
     max_lines_per_step: int = 8
@@ -166,10 +190,21 @@ class BeamSettings:
                 raise ConfigError(f"beam search: {name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError("beam search: temperature must be >= 0 and top-p in (0, 1]")
-        if self.aggregate not in AGGREGATES:
-            raise ConfigError(f"beam search: aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}")
+        if self.aggregate not in BEAM_AGGREGATES:
+            raise ConfigError(f"beam search: aggregate must be one of {', '.join(BEAM_AGGREGATES)}, not {self.aggregate!r}")
         if not math.isfinite(self.logprob_weight) or self.logprob_weight < 0:
             raise ConfigError(f"beam search: logprob weight must be a non-negative number, got {self.logprob_weight}")
+        if self.logprob_reduce not in LOGPROB_REDUCTIONS:
+            raise ConfigError(f"beam search: logprob-reduce must be mean or sum, not {self.logprob_reduce!r}")
+        if not math.isfinite(self.length_penalty) or self.length_penalty < 0:
+            raise ConfigError(f"beam search: length penalty must be a non-negative number, got {self.length_penalty}")
+
+    @property
+    def monotone(self) -> bool:
+        """Whether a beam's value never rises as steps are added, so a live beam's value bounds its final one."""
+        steps_never_rise = self.aggregate in ("min", "prod", "logsum")
+        logprob_never_rises = not self.logprob_weight or self.logprob_reduce == "sum"
+        return steps_never_rise and logprob_never_rises and not self.length_penalty
 
 
 @dataclass
@@ -193,10 +228,14 @@ class Beam:
         return bool(self.finish)
 
     def value(self, settings: BeamSettings) -> float:
-        """The ranking score: aggregated step scores, plus the weighted mean token log-probability."""
+        """The ranking score: aggregated step scores plus the weighted token log-probability (mean or
+        sum), divided by the generated tokens to the power `length_penalty`."""
         v = aggregate(self.scores, settings.aggregate) if self.scores else 0.0
         if settings.logprob_weight and self.logprob is not None:
-            v += settings.logprob_weight * self.logprob / max(1, self.tokens)
+            per = max(1, self.tokens) if settings.logprob_reduce == "mean" else 1
+            v += settings.logprob_weight * self.logprob / per
+        if settings.length_penalty:
+            v /= max(1, self.tokens) ** settings.length_penalty
         return v
 
     def to_dict(self, settings: BeamSettings) -> dict[str, Any]:
@@ -282,8 +321,7 @@ class _Search:
         self.stop, self.contexts, self.examples, self.prompts = stop, contexts, examples, prompts
         self.beams: list[list[Beam]] = [[Beam()] for _ in prompts]  # live beams
         self.finished: list[list[Beam]] = [[] for _ in prompts]
-        # min and prod never rise as steps are added: a live beam's value bounds its final value
-        self.monotone = settings.aggregate in ("min", "prod") and not settings.logprob_weight
+        self.monotone = settings.monotone
 
     def run(self) -> list[SearchResult]:
         for step in range(self.s.max_steps):
@@ -513,6 +551,7 @@ def prompt_key(prompt: Prompt) -> str:
 
 
 __all__ = [
-    "AGGREGATES", "Beam", "BeamBackend", "BeamSettings", "ScoredSolution", "SearchResult", "aggregate", "beam_search",
-    "best_of_n", "prompt_key", "score_many", "score_solutions", "step_unit_of", "weighted_vote",
+    "AGGREGATES", "BEAM_AGGREGATES", "LOGPROB_REDUCTIONS", "Beam", "BeamBackend", "BeamSettings", "ScoredSolution",
+    "SearchResult", "aggregate", "beam_search", "best_of_n", "prompt_key", "score_many", "score_solutions",
+    "step_unit_of", "weighted_vote",
 ]  # fmt: skip

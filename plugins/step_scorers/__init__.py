@@ -12,6 +12,9 @@ def register_step_scorers(register):
     from .exec import ExecScorer
 
     register(ExecScorer)
+    from .faithfulness import FaithfulnessScorer
+
+    register(FaithfulnessScorer)
     from .prm import PRMScorer
 
     register(PRMScorer)
