@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cotkit.cli import options
+from cotkit.cli import options, state
 from cotkit.lmeval.runner import EvalSettings
 from cotkit.models import DEFAULT_MODEL
 from cotkit.options import parse_key_values
@@ -61,11 +61,12 @@ def eval_command(
         backend_options["batch_size"] = batch_size
     be = load_backend(backend, model=model, **backend_options)
     try:
-        summary = evaluate(task_obj, be, eval_settings, output_dir)
+        verbose = state.options.verbose
+        summary = evaluate(task_obj, be, eval_settings, output_dir, verbose=verbose)
         if lm_eval_task:
             from cotkit.lmeval.parity import compare
 
-            summary["parity"] = compare(lm_eval_task, task_obj, be, eval_settings, output_dir)
+            summary["parity"] = compare(lm_eval_task, task_obj, be, eval_settings, output_dir, verbose=verbose)
     finally:
         be.close()
     summary["output_dir"] = str(output_dir)

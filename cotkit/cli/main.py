@@ -34,11 +34,19 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Folder of the publishers' data files (else $COTKIT_DATA_DIR, else the hub)."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", is_eager=True, help="Show tracebacks instead of one-line errors.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also show third-party logging and progress bars (lm-eval, transformers).")
+]
 Version = Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
 
 
 def _root_callback(
-    ctx: typer.Context, plugin: PluginFiles = None, data_dir: DataDir = None, debug: Debug = False, version: Version = False
+    ctx: typer.Context,
+    plugin: PluginFiles = None,
+    data_dir: DataDir = None,
+    debug: Debug = False,
+    verbose: Verbose = False,
+    version: Version = False,
 ) -> None:
     # The options were stored by `_RootGroup` when it looked the command up (see `_remember_global_options`).
     if version:
@@ -59,6 +67,7 @@ def _remember_global_options(params: dict[str, Any]) -> None:
     """Keep the root's parsed options where commands and runs read them."""
     state.options = state.GlobalOptions(
         debug=bool(params.get("debug")) or _debug_from_environment(),
+        verbose=bool(params.get("verbose")),
         data_dir=params.get("data_dir"),
         plugin_files=list(params.get("plugin") or []),
     )

@@ -14,6 +14,7 @@ class GlobalOptions:
     """Global CLI options shared by every command."""
 
     debug: bool = False
+    verbose: bool = False
     data_dir: Path | None = None
     plugin_files: list[str] = field(default_factory=list)
 

@@ -59,16 +59,21 @@ def load_builtin(name: str, task: Task) -> Any:
     return tm.load([cfg])["tasks"][name]
 
 
-def compare(name: str, task: Task, backend: Backend, settings: Any, output_dir: Path | None) -> dict[str, Any]:
+def compare(name: str, task: Task, backend: Backend, settings: Any, output_dir: Path | None, *, verbose: bool = False) -> dict[str, Any]:
     """lm-eval's accuracy with its own prompt and scoring, cotkit's verdicts on the same completions, and disagreements."""
+    from cotkit.lmeval.quiet import quiet_lm_eval
+
+    with quiet_lm_eval(verbose):
+        return _compare(name, task, backend, settings, output_dir)
+
+
+def _compare(name: str, task: Task, backend: Backend, settings: Any, output_dir: Path | None) -> dict[str, Any]:
     import lm_eval
 
     from cotkit.harness.verify import make_verifier, verify_samples
     from cotkit.lmeval.model import CotkitLM
-    from cotkit.lmeval.runner import _silence_lm_eval
     from cotkit.types import Sample
 
-    _silence_lm_eval()
     obj = load_builtin(name, task)
     if obj.get_config("output_type") != "generate_until":
         raise CotkitError(f"--lm-eval-task {name} scores log-likelihoods, not generated chains of thought; pick a *_cot task")

@@ -91,13 +91,6 @@ class EvalSettings:
         )  # fmt: skip
 
 
-def _silence_lm_eval() -> None:
-    import logging
-
-    for name in ("lm-eval", "lm_eval", "lm_eval.api.task", "lm_eval.evaluator"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _metric(res: dict[str, Any], key: str) -> float | None:
     value = res.get(f"{key},none")
     if value is None or value == "N/A":
@@ -106,15 +99,26 @@ def _metric(res: dict[str, Any], key: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate one cotkit task with lm-eval; write results.json and samples.jsonl; return the summary."""
+def evaluate(
+    task: Task, backend: Backend, settings: EvalSettings, output_dir: Path | None = None, *, verbose: bool = False
+) -> dict[str, Any]:
+    """Evaluate one cotkit task with lm-eval; write results.json and samples.jsonl; return the summary.
+
+    lm-eval's own logging and progress bars are shown only when `verbose`.
+    """
+    from cotkit.lmeval.quiet import quiet_lm_eval
+
+    with quiet_lm_eval(verbose):
+        return _evaluate(task, backend, settings, output_dir, verbose)
+
+
+def _evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: Path | None, verbose: bool) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     from cotkit.lmeval import bridge
     from cotkit.lmeval.model import CotkitLM
 
-    _silence_lm_eval()
     name = lm_eval_task_name(task.full_name)
     tm = TaskManager(include_path=str(yaml_dir()), include_defaults=False, metadata=_runtime_metadata(task, settings))
     if name not in tm.all_tasks:
@@ -136,7 +140,7 @@ def evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: P
     try:
         results = lm_eval.simple_evaluate(
             model=lm, tasks=loaded, task_manager=tm, limit=settings.limit, log_samples=False,
-            bootstrap_iters=settings.bootstrap_iters, random_seed=settings.seed, verbosity="ERROR",
+            bootstrap_iters=settings.bootstrap_iters, random_seed=settings.seed, verbosity="INFO" if verbose else "ERROR",
         )
         records = [r for group in bridge.RECORDS.values() for r in group]
     finally:
