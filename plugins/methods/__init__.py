@@ -19,3 +19,7 @@ def register_methods(register):
 
     register(FinetuneCoT)
     register(IterativeRPO)
+
+    from .sft import SFTBaseline
+
+    register(SFTBaseline)

@@ -74,6 +74,14 @@ class SVAMP(CotTask):
             raw=row,
         )
 
+    def gold_program(self, example: Example) -> str | None:
+        """SVAMP's `Equation` as the program PaD's student writes (`def solution(): ... return result`), or None.
+
+        The `sft` method trains on it (`--target program`) after the program verifier has run it.
+        """
+        equation = " ".join(str(example.meta.get("equation") or "").split())
+        return f"def solution():\n    result = {equation}\n    return result\n" if equation else None
+
     def exemplars(self, example: Example) -> list[Exemplar]:
         """The GSM8K exemplars of Wei et al. 2022 (they wrote them for these arithmetic word problems)."""
         return [
