@@ -73,10 +73,36 @@ def _remember_global_options(params: dict[str, Any]) -> None:
     )
 
 
+def _no_type_for_switches(command: Any) -> Any:
+    """Show no value type beside a switch such as `--resume` in `--help` (typer writes `<bool>`): it takes no value.
+
+    Applied to each command (and sub-command) as it is looked up, and to the `--help` option that
+    click creates when help is shown.
+    """
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            _no_metavar(param)
+    make_help_option = command.get_help_option
+    command.get_help_option = lambda ctx: _no_metavar(make_help_option(ctx))
+    for sub in getattr(command, "commands", {}).values():
+        _no_type_for_switches(sub)
+    return command
+
+
+def _no_metavar(option: Any) -> Any:
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
 class _RootGroup(TyperGroup):
     """`cotkit`: loads the plugins, and adds their commands, before the first command look-up."""
 
     _plugins_loaded = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _no_type_for_switches(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
         self._load_plugins(ctx)
@@ -84,7 +110,8 @@ class _RootGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         self._load_plugins(ctx)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return _no_type_for_switches(command) if command is not None else None
 
     def _load_plugins(self, ctx: Any) -> None:
         if self._plugins_loaded:
