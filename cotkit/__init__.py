@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "load_backend": "cotkit.models",
     "resolve_model": "cotkit.models",
     "ModelSlot": "cotkit.harness.iterate",
+    "TeacherCache": "cotkit.harness.teacher_cache",
+    "CachedTeacher": "cotkit.harness.teacher_cache",
     # harness steps: verifying and evaluating
     "make_verifier": "cotkit.harness.verify",
     "make_step_scorer": "cotkit.harness.stepsearch",
@@ -218,6 +220,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.harness.preference import DPONLLObjective, PreferencePair
     from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample
     from cotkit.harness.stepsearch import BeamBackend, BeamSettings, make_step_scorer, prompt_key
+    from cotkit.harness.teacher_cache import CachedTeacher, TeacherCache
     from cotkit.harness.train import (
         LossFnObjective,
         Objective,

@@ -84,8 +84,18 @@ def test_end_to_end(first_run):
     assert student["n"] == 2 and student["style"] == "student-paper"
     evals = rows(out / "iter_001" / "eval_dev.jsonl")
     assert all(r["prompt"].endswith(" ###") for r in evals)
+    # the paper's three metrics, per row and summed with n: correct, contains answer, correct format
+    assert student["contains_answer_count"] == sum(r["contains_answer"] for r in evals)
+    assert student["correct_format_count"] == sum(r["correct_format"] for r in evals) == sum(" --> " in r["completion"] for r in evals)
+    assert student["correct"] <= student["contains_answer_count"]
     base = state["phases"]["iter_000/eval_heldout"]["result"]
     assert base["n"] == 2 and base["style"] == "zeroshot-cot" and "ci_low" in base
+    assert base["correct_format_count"] == 2  # the stage-2 answer always follows its trigger
+    summary = rows(out / "metrics.jsonl")[-1]
+    assert summary["phase"] == "iter_001/summary" and summary["dev_n"] == summary["heldout_n"] == 2
+    for key in ("accuracy", "contains_answer", "correct_format"):
+        assert summary[f"heldout_{key}"] == state["phases"]["iter_001/eval_heldout"]["result"][key]
+        assert summary[f"dev_{key}_ci_low" if key != "accuracy" else "dev_ci_low"] <= summary[f"dev_{key}"]
     assert (out / "report.md").exists()
     assert "finetune-cot" in (out / "config.yaml").read_text()
 
@@ -145,7 +155,7 @@ def test_resume_after_kill_between_phases(first_run, tiny_model, data_dir, gsm8k
 
 
 def test_cache_survives_a_torn_line(tmp_path):
-    from cotkit_plugins.methods.finetune_cot import TeacherCache
+    from cotkit import TeacherCache
 
     path = tmp_path / "cache.jsonl"
     cache = TeacherCache(path)
@@ -194,7 +204,79 @@ def test_stage2_triggers(data_dir):
         task = host().task(name, data_dir=data_dir)
         return task.examples(task.heldout_split)[0]
 
-    assert stage2_trigger(first("gsm8k")) == "\nTherefore, the answer (arabic numerals) is"
-    assert stage2_trigger(first("bbh:date_understanding")) == "\nTherefore, among A through F, the answer is"
-    assert stage2_trigger(first("bbh:sports_understanding")) == "\nTherefore, the answer (yes or no) is"
-    assert stage2_trigger(first("bbh:dyck_languages")) == stage2_trigger(first("gsm8k"), "plain") == "\nTherefore, the answer is"
+    assert stage2_trigger(first("gsm8k"), "typed") == "\nTherefore, the answer (arabic numerals) is"
+    assert stage2_trigger(first("bbh:date_understanding"), "typed") == "\nTherefore, among A through F, the answer is"
+    assert stage2_trigger(first("bbh:sports_understanding"), "typed") == "\nTherefore, the answer (yes or no) is"
+    assert stage2_trigger(first("bbh:dyck_languages"), "typed") == stage2_trigger(first("gsm8k")) == "\nTherefore, the answer is"
+
+
+def test_defaults_are_the_reference_code_s():
+    """Plain stage-2 trigger with up to 128 tokens (oai/inference.py), AdamW weight decay 0.01 (torch's default there)."""
+    from cotkit_plugins.methods.finetune_cot import FinetuneCoTConfig
+
+    cfg = FinetuneCoTConfig()
+    assert (cfg.answer_trigger, cfg.answer_max_new_tokens, cfg.max_new_tokens) == ("plain", 128, 128)
+    assert (cfg.sft.weight_decay, cfg.sft.learning_rate, cfg.epochs, cfg.sft.batch_size * cfg.sft.grad_accum) == (0.01, 3e-4, 20.0, 8)
+
+
+def test_rationale_whitespace_is_kept_as_the_reference_keeps_it():
+    """The reference strips only the rationale's ends: line breaks inside stay in the student's target."""
+    from cotkit_plugins.methods.finetune_cot import student_completion
+
+    rationale = "  First, 48 / 2 = 24.\n\nThen 48 + 24 = 72.  "
+    assert student_completion(rationale, "72", "paper") == " First, 48 / 2 = 24.\n\nThen 48 + 24 = 72. --> 72 END"
+    assert student_completion(rationale, "72", "chat") == "First, 48 / 2 = 24.\n\nThen 48 + 24 = 72.\nTherefore, the answer is 72."
+
+
+def test_an_encoder_decoder_student_gets_the_paper_s_seq2seq_format(tiny_model, data_dir, tmp_path):
+    """`{q}` -> `{rationale} --> {answer}` (no separator, no END: the end of sequence ends it), detected from the config."""
+    from transformers import T5Config
+
+    from cotkit.harness.verify import make_verifier, verify_samples
+    from cotkit.plugins import host
+    from cotkit.types import Sample
+    from cotkit_plugins.methods.finetune_cot import SEQ2SEQ, StudentTask, student_completion, student_layout, student_prompt
+
+    t5 = tmp_path / "t5"
+    T5Config(d_model=8, d_ff=16, num_layers=1, num_heads=1, d_kv=8, vocab_size=32).save_pretrained(t5)
+    assert student_layout("paper", str(t5)) == SEQ2SEQ
+    assert student_layout("paper", str(tiny_model)) == "paper" and student_layout("chat", str(t5)) == "chat"
+    assert student_layout("paper", str(tmp_path / "missing")) == "paper"  # no transformers config: a decoder
+    task = host().task("gsm8k", data_dir=data_dir)
+    ex = task.examples(task.heldout_split)[0]
+    assert student_prompt(task, ex, SEQ2SEQ) == task.question_text(ex)
+    target = student_completion(" Half of 48 is 24.\n", task.answer_text(ex), SEQ2SEQ)
+    assert target == f"Half of 48 is 24. --> {task.answer_text(ex)}"
+    student = StudentTask(task, SEQ2SEQ)
+    assert student.stop_sequences() == [] and student.prompt(ex) == task.question_text(ex)
+    verifier = make_verifier(None, task)
+    assert verify_samples([Sample(ex, target)], verifier)[0].correct
+    verifier.close()
+
+
+def test_contains_answer_and_correct_format_read_as_the_reference_s_evaluator(data_dir):
+    """After the cue: the first candidate is the answer (correct), any candidate may hold it (contains answer);
+    without the cue the whole completion is searched and the format is wrong."""
+    from cotkit.plugins import host
+    from cotkit_plugins.methods.finetune_cot import answer_cue, format_checks
+
+    gsm8k = host().task("gsm8k", data_dir=data_dir)
+    ex = gsm8k.examples(gsm8k.heldout_split)[0]
+    gold = ex.answer.replace(",", "")
+    cue = answer_cue("paper")
+    assert format_checks(ex, f" So 3 + 4. --> {gold} END", cue, ["END"]) == {"contains_answer": True, "correct_format": True}
+    assert format_checks(ex, f" So 3. --> 1 or {gold}", cue, []) == {"contains_answer": True, "correct_format": True}
+    assert format_checks(ex, f" It is {gold}. --> 1", cue, []) == {"contains_answer": False, "correct_format": True}
+    assert format_checks(ex, f" It is {gold}, I think", cue, []) == {"contains_answer": True, "correct_format": False}
+    bbh = host().task("bbh:date_understanding", data_dir=data_dir)
+    mc = bbh.examples(bbh.heldout_split)[0]
+    label = bbh.answer_text(mc).strip("()")
+    other = next(c.label for c in mc.choices if c.label != label)
+    assert format_checks(mc, f" x --> ({other}) or ({label})", cue, [])["contains_answer"]
+    assert not format_checks(mc, f" x --> ({other})", cue, [])["contains_answer"]
+    sports = host().task("bbh:sports_understanding", data_dir=data_dir)
+    yn = sports.examples(sports.heldout_split)[0]
+    wrong = "no" if yn.answer.lower() == "yes" else "yes"
+    chat = answer_cue("chat")
+    assert format_checks(yn, f"Hmm.\nTherefore, the answer is {yn.answer}.", chat, []) == {"contains_answer": True, "correct_format": True}
+    assert format_checks(yn, f"Therefore, the answer is {wrong}.", chat, [])["contains_answer"] is False

@@ -2,16 +2,20 @@
 
 A teacher answers every training question with zero-shot chain of thought in two stages (stage 1
 `Q: {q}\\nA: Let's think step by step.` gives a rationale; stage 2 appends it and
-`\\nTherefore, the answer is` to get the answer), D times per question at temperature 0.7 with
-*diverse reasoning* (one greedy sample when D = 1). Samples whose answer the task's verifier marks
-correct become the student's training set, in the paper's format (prompt `{q} ###`, completion
-` {rationale} --> {answer} END`) or a chat format; the student is fine-tuned with the shared step
-and evaluated with the same verifier, its answer read after the `-->` cue.
+`\\nTherefore, the answer is` to get the answer, up to 128 tokens as in the reference code), D times
+per question at temperature 0.7 with *diverse reasoning* (one greedy sample when D = 1). Samples
+whose answer the task's verifier marks correct become the student's training set, in the paper's
+format (prompt `{q} ###`, completion ` {rationale} --> {answer} END`; for an encoder-decoder
+student `{q}` -> `{rationale} --> {answer}`) or a chat format; the student is fine-tuned with the
+shared step and evaluated with the same verifier, its answer read after the `-->` cue. As in the
+paper, each evaluation also reports how often the answer appears anywhere among the completion's
+candidates (contains answer) and how often the completion has the cue at all (correct format).
 
 The teacher is any backend and model, or an OpenAI-compatible endpoint (`--teacher-endpoint URL`,
 key from the environment variable named by `--teacher-api-key-env`, never written anywhere).
-Teacher generations are cached (JSONL, appended as they arrive): a resumed run, or another run
-given the same `--teacher-cache`, re-filters and re-trains without asking the teacher again.
+Teacher generations are cached (cotkit's `TeacherCache`, JSONL appended as they arrive): a resumed
+run, or another run given the same `--teacher-cache`, re-filters and re-trains without asking the
+teacher again.
 
 Phases: iter_000/eval_dev and eval_heldout (the base student with the same two-stage zero-shot CoT,
 greedy), iter_001/teacher, filter, train, eval_dev, eval_heldout, summary.
@@ -19,23 +23,25 @@ greedy), iter_001/teacher, filter, train, eval_dev, eval_heldout, summary.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     AnswerKind,
+    CachedTeacher,
     ConfigError,
     CotkitError,
     Example,
+    Generation,
     Method,
     Prompt,
     Sample,
     SamplingParams,
     SFTConfig,
     SplitLimits,
+    TeacherCache,
     capped_steps,
     check_key_env_name,
     fine_tune,
@@ -53,16 +59,19 @@ STAGE2_TRIGGER = "\nTherefore, the answer is"
 SEPARATOR = " ###"
 ARROW = " --> "
 END = " END"
+#: The paper's student format for an encoder-decoder student: `{q}` -> `{rationale} --> {answer}`.
+SEQ2SEQ = "paper-seq2seq"
 
 
 @dataclass
 class FinetuneCoTSFT(SFTConfig):
-    """The shared fine-tuning step with the paper's student settings (lr 3e-4, batch 8, no warm-up)."""
+    """The shared fine-tuning step with the paper's student settings (lr 3e-4, batch 8, no warm-up, AdamW weight decay 0.01)."""
 
     learning_rate: float = option(3e-4, help="Peak learning rate (AdamW); the paper's 3e-4 for its open students.")
     warmup_steps: int = option(0, help="Optimizer steps of linear warm-up from 0 to the peak rate.")
     batch_size: int = option(1, help="Sequences per micro-batch on each device.")
     grad_accum: int = option(8, help="Micro-batches accumulated per optimizer step (8 x 1: the paper's batch 8).")
+    weight_decay: float = option(0.01, help="AdamW weight decay (the reference's torch AdamW default, 0.01).")
 
 
 @dataclass
@@ -85,14 +94,14 @@ class FinetuneCoTConfig(SplitLimits):
         choices=("zeroshot", "chat"),
     )  # fmt: skip
     answer_trigger: str = option(
-        "typed", help="Stage 2's trigger: typed (Zero-shot-CoT's `Therefore, the answer (yes or no) is` forms) or plain (`Therefore, the answer is`).",
-        choices=("typed", "plain"),
+        "plain", help="Stage 2's trigger: plain (`Therefore, the answer is`, the paper's) or typed (Zero-shot-CoT's `Therefore, the answer (yes or no) is` forms).",
+        choices=("plain", "typed"),
     )  # fmt: skip
     samples_per_question: int = option(1, help="D: teacher rationales per question (1: one greedy rationale; >1: diverse reasoning).")
     temperature: float = option(0.7, help="Teacher sampling temperature when D > 1 (paper: 0.7).")
     top_p: float = option(1.0, help="Teacher nucleus sampling when D > 1.")
     max_new_tokens: int = option(128, help="Longest teacher rationale in tokens (stage 1).")
-    answer_max_new_tokens: int = option(32, help="Longest teacher answer in tokens (stage 2).")
+    answer_max_new_tokens: int = option(128, help="Longest teacher answer in tokens (stage 2; the reference's 128).")
     teacher_cache: str | None = option(
         None, help="JSONL cache of teacher generations (default <run>/teacher_cache.jsonl); give several runs one file to share it."
     )
@@ -100,7 +109,7 @@ class FinetuneCoTConfig(SplitLimits):
     dedup: bool = option(True, help="Keep one copy of identical rationales for the same question.")
     drop_truncated: bool = option(False, help="Discard rationales that hit --max-new-tokens (the paper keeps them).")
     student_format: str = option(
-        "paper", help="paper: `{q} ###` -> ` {rationale} --> {answer} END`; chat: the chat template, answer sentence at the end.",
+        "paper", help="paper: `{q} ###` -> ` {rationale} --> {answer} END` (encoder-decoder student: `{q}` -> `{rationale} --> {answer}`); chat: the chat template, answer sentence at the end.",
         choices=("paper", "chat"),
     )  # fmt: skip
     student_max_new_tokens: int = option(192, help="Longest student generation in tokens at evaluation.")
@@ -144,144 +153,136 @@ def answer_text(task: Any, example: Example) -> str:
     return fn(example) if fn is not None else example.answer
 
 
-def student_prompt(task: Any, example: Example, fmt: str) -> Prompt:
-    """The student's input: `{q} ###` (paper) or one user turn (chat)."""
+def is_encoder_decoder(model: str) -> bool:
+    """Whether `model` is an encoder-decoder (T5-like), from its transformers config (a model without one is a decoder)."""
+    from transformers import AutoConfig
+
+    try:
+        return bool(getattr(AutoConfig.from_pretrained(model), "is_encoder_decoder", False))
+    except (OSError, ValueError):  # a .gguf file, a served name, a hub id offline: not a transformers encoder-decoder
+        return False
+
+
+def student_layout(fmt: str, model: str) -> str:
+    """The student format as laid out for `model`: `paper` becomes `paper-seq2seq` for an encoder-decoder."""
+    return SEQ2SEQ if fmt == "paper" and is_encoder_decoder(model) else fmt
+
+
+def student_prompt(task: Any, example: Example, layout: str) -> Prompt:
+    """The student's input: `{q} ###` (paper), `{q}` (paper-seq2seq) or one user turn (chat)."""
     q = question_text(task, example)
-    return f"{q}{SEPARATOR}" if fmt == "paper" else [{"role": "user", "content": q}]
+    if layout == "chat":
+        return [{"role": "user", "content": q}]
+    return q if layout == SEQ2SEQ else f"{q}{SEPARATOR}"
 
 
-def student_completion(rationale: str, answer: str, fmt: str) -> str:
-    """The student's target: ` {rationale} --> {answer} END` (paper) or the rationale and an answer sentence (chat)."""
-    rationale = " ".join(rationale.split()) if fmt == "paper" else rationale.strip()
-    if fmt == "paper":
-        return f" {rationale}{ARROW}{answer}{END}"
-    return f"{rationale}{STAGE2_TRIGGER} {answer}."
+def student_completion(rationale: str, answer: str, layout: str) -> str:
+    """The student's target: ` {rationale} --> {answer} END` (paper), `{rationale} --> {answer}`
+    (paper-seq2seq: the end of sequence ends it) or the rationale and an answer sentence (chat).
+
+    The rationale keeps its inner whitespace (line breaks included) and loses only its ends, as
+    the reference's formatter does.
+    """
+    rationale = rationale.strip()
+    if layout == "chat":
+        return f"{rationale}{STAGE2_TRIGGER} {answer}."
+    if layout == SEQ2SEQ:
+        return f"{rationale}{ARROW}{answer}"
+    return f" {rationale}{ARROW}{answer}{END}"
 
 
 class StudentTask:
     """The task seen through the student's prompt format, for the harness's `sample` and `evaluate`."""
 
-    def __init__(self, task: Any, fmt: str):
+    def __init__(self, task: Any, layout: str):
         self._task = task
-        self._fmt = fmt
+        self._layout = layout
 
     def prompt(self, example: Example, style: str = "zeroshot", hint: bool = False) -> Prompt:
-        return student_prompt(self._task, example, self._fmt)
+        return student_prompt(self._task, example, self._layout)
 
     def stop_sequences(self, style: str = "zeroshot") -> list[str]:
-        return [END.strip()] if self._fmt == "paper" else []
+        return [END.strip()] if self._layout == "paper" else []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
 
-# ------------------------------------------------------------------------------ teacher cache
+# ------------------------------------------------------------------- the paper's three metrics
+
+_NUMERAL = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-class TeacherCache:
-    """Teacher generations by request key, in a JSONL file appended (and fsynced) batch by batch.
+def answer_cue(layout: str) -> str:
+    """What the answer follows in a completion of `layout` (the reference's prediction prefix)."""
+    return STAGE2_TRIGGER.strip() if layout in ("chat", "zeroshot") else ARROW.strip()
 
-    A line torn by a kill is skipped when the file is read back, so at worst the last batch is
-    asked again. The key covers the teacher, the exact prompt and the decoding settings, so a
-    changed prompt or setting misses the cache instead of reusing a wrong answer.
+
+def format_checks(example: Example, completion: str, cue: str, stop: list[str]) -> dict[str, bool]:
+    """The paper's `contains_answer` and `correct_format` of one completion (its verdict gives `correct`).
+
+    As the reference's evaluator reads them: the answer region is the text after the first cue, or
+    the whole completion when the cue is missing; `contains_answer` says the gold answer is among
+    the region's answer candidates, `correct_format` that the cue is there at all.
     """
+    from cotkit import cut_completion
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
-        from cotkit import read_jsonl_tolerant
-
-        for row in read_jsonl_tolerant(path):
-            if isinstance(row, dict) and "key" in row:
-                self.entries[row["key"]] = row
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Record rows (each with its `key`) and append them to the file durably."""
-        if not rows:
-            return
-        from cotkit import append_jsonl_rows
-
-        append_jsonl_rows(self.path, rows)
-        for row in rows:
-            self.entries[row["key"]] = row
+    text = cut_completion(completion, stop)
+    at = text.find(cue)
+    region = text if at < 0 else text[at + len(cue) :]
+    return {"contains_answer": contains_answer(example, region), "correct_format": at >= 0}
 
 
-def request_key(teacher: dict[str, Any], prompt: Prompt, params: SamplingParams, seed: int | None, index: int) -> str:
-    """The cache key of one teacher generation."""
-    payload = {
-        "teacher": teacher, "prompt": prompt, "temperature": params.temperature, "top_p": params.top_p,
-        "max_new_tokens": params.max_new_tokens, "stop": params.stop or [], "seed": seed, "index": index,
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+def contains_answer(example: Example, text: str) -> bool:
+    """Whether any answer candidate in `text` equals the gold answer: a number, an option label, a word or phrase."""
+    from cotkit import normalize_math, normalize_text, numbers_equal, parse_gold_number, parse_number
+
+    kind = AnswerKind(example.answer_kind)
+    if kind is AnswerKind.NUMBER:
+        gold = parse_gold_number(example.answer)
+        found = (parse_number(m.group()) for m in _NUMERAL.finditer(text))
+        return gold is not None and any(n is not None and numbers_equal(n, gold) for n in found)
+    if kind is AnswerKind.CHOICE and example.choices:
+        label = re.escape(gold_label(example))
+        return re.search(rf"(?<![A-Za-z0-9]){label}(?![A-Za-z0-9])", text) is not None
+    if kind is AnswerKind.MATH:
+        gold = normalize_math(example.answer)
+        return bool(gold) and gold in normalize_math(text)
+    gold = normalize_text(example.answer)
+    return bool(gold) and re.search(rf"(?<!\w){re.escape(gold)}(?!\w)", normalize_text(text)) is not None
 
 
-class CachedTeacher:
-    """A backend behind the cache: `generate` asks the backend only for prompts the cache lacks."""
+def gold_label(example: Example) -> str:
+    """The gold option's label (`(B)` -> `B`; a gold written as the option's text -> its label)."""
+    from cotkit import normalize_label, normalize_text
 
-    def __init__(self, open_backend: Any, identity: dict[str, Any], cache: TeacherCache | None):
-        self.open_backend = open_backend
-        self.identity = identity
-        self.cache = cache
-        self.backend: Any = None
-        self.requests = 0  # generations asked of the teacher
-        self.hits = 0  # generations served from the cache
-
-    def generate(self, prompts: list[Prompt], params: SamplingParams, seeds: list[int]) -> list[list[dict[str, Any]]]:
-        """`params.n` generations per prompt as dicts (text, n_tokens, finish_reason), cached ones reused."""
-        greedy = params.temperature == 0
-        keys = [
-            [request_key(self.identity, p, params, None if greedy else s + j, j) for j in range(params.n)]
-            for p, s in zip(prompts, seeds)
-        ]
-        out: list[list[dict[str, Any]] | None] = []
-        missing = []
-        for i, row in enumerate(keys):
-            got = [self.cache.get(k) for k in row] if self.cache is not None else [None]
-            if all(g is not None for g in got):
-                out.append(got)  # type: ignore[arg-type]
-                self.hits += len(row)
-            else:
-                out.append(None)
-                missing.append(i)
-        if missing:
-            if self.backend is None:
-                self.backend = self.open_backend()
-            grid = _generate(self.backend, [prompts[i] for i in missing], params, [seeds[i] for i in missing])
-            self.requests += len(missing) * params.n
-            new_rows = []
-            for i, gens in zip(missing, grid):
-                rows = [
-                    {"key": keys[i][j], "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason}
-                    for j, g in enumerate(gens)
-                ]
-                out[i] = rows
-                new_rows.extend(rows)
-            if self.cache is not None:
-                self.cache.add(new_rows)
-        return out  # type: ignore[return-value]
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+    label = normalize_label(example.answer)
+    choices = example.choices or []
+    if label in {normalize_label(c.label) for c in choices}:
+        return label
+    for c in choices:
+        if normalize_text(c.text) == normalize_text(example.answer):
+            return normalize_label(c.label)
+    return label
 
 
-def _generate(backend: Any, prompts: list[Prompt], params: SamplingParams, seeds: list[int]) -> list[list[Any]]:
-    from cotkit import accepts_seeds
+def format_summary(checks: list[dict[str, bool]]) -> dict[str, Any]:
+    """Counts, rates over all n rows and 95% intervals of `contains_answer` and `correct_format`."""
+    from cotkit import wilson_interval
 
-    if accepts_seeds(backend):
-        return backend.generate(prompts, params, progress=False, seeds=seeds)
-    return backend.generate(prompts, params, progress=False)
+    n, out = len(checks), {}
+    for key in ("contains_answer", "correct_format"):
+        count = sum(1 for c in checks if c[key])
+        low, high = wilson_interval(count, n)
+        out.update({key: round(count / n, 6) if n else 0.0, f"{key}_count": count, f"{key}_ci_low": round(low, 6), f"{key}_ci_high": round(high, 6)})
+    return out
 
 
 # ------------------------------------------------------------------------------ zero-shot CoT
 
 
-def stage2_trigger(example: Example, kind: str = "typed") -> str:
-    """Stage 2's answer trigger: `\nTherefore, the answer is`, or with Zero-shot-CoT's answer format.
+def stage2_trigger(example: Example, kind: str = "plain") -> str:
+    """Stage 2's answer trigger: `\nTherefore, the answer is` (the paper's), or with Zero-shot-CoT's answer format.
 
     Kojima et al.'s typed triggers name the expected form: `(arabic numerals)` for numbers,
     `among A through E` for options, `(yes or no)` for a two- to four-word label set. On
@@ -312,7 +313,7 @@ def zero_shot_cot(
     answer_max_new_tokens: int,
     seed: int,
     chunk: int,
-    answer_trigger: str = "typed",
+    answer_trigger: str = "plain",
     progress: Any = None,
 ) -> list[Sample]:
     """Rationale then answer for each example, n per example (two stages; one chat turn for style chat).
@@ -330,29 +331,29 @@ def zero_shot_cot(
         part = examples[start : start + chunk]
         prompts = [task.prompt(ex, style=style) for ex in part]
         seeds = [example_seed(seed, ex.id) for ex in part]
-        rationales = teacher.generate(prompts, stage1, seeds)
+        rationales = teacher.generate(prompts, stage1, progress=False, seeds=seeds)
         if style == "chat":
             for ex, prompt, gens in zip(part, prompts, rationales):
                 for j, g in enumerate(gens):
-                    samples.append(_sample(ex, prompt, g["text"], g["text"], g, None, j, stops, temperature))
+                    samples.append(_sample(ex, prompt, g.text, g, None, j, stops, temperature))
         else:
             flat = [(ex, p, j, g) for ex, p, gens in zip(part, prompts, rationales) for j, g in enumerate(gens)]
-            prompts2 = [p + g["text"].rstrip() + stage2_trigger(ex, answer_trigger) for ex, p, _, g in flat]
-            answers = teacher.generate(prompts2, stage2, [0] * len(prompts2))
+            prompts2 = [p + g.text.rstrip() + stage2_trigger(ex, answer_trigger) for ex, p, _, g in flat]
+            answers = teacher.generate(prompts2, stage2, progress=False, seeds=[0] * len(prompts2))
             for (ex, p, j, g), ans in zip(flat, answers):
                 # The verdict is read from the stage-2 text after the plain cue, whatever the trigger
                 # (Zero-shot-CoT's answer cleansing looks only at this part).
-                completion = STAGE2_TRIGGER.strip() + ans[0]["text"]
-                samples.append(_sample(ex, p, completion, g["text"], g, ans[0], j, stops, temperature))
+                completion = STAGE2_TRIGGER.strip() + ans[0].text
+                samples.append(_sample(ex, p, completion, g, ans[0], j, stops, temperature))
         if progress is not None:
             progress(len(part))
     return samples
 
 
-def _sample(ex: Example, prompt: Prompt, completion: str, rationale: str, g: dict, ans: dict | None, j: int, stops: list[str], t: float) -> Sample:
-    meta = {"sample_index": j, "rationale": rationale, "finish_reason": g.get("finish_reason"), "n_tokens": g.get("n_tokens"), "temperature": t}
+def _sample(ex: Example, prompt: Prompt, completion: str, g: Generation, ans: Generation | None, j: int, stops: list[str], t: float) -> Sample:
+    meta = {"sample_index": j, "rationale": g.text, "finish_reason": g.finish_reason, "n_tokens": g.n_tokens, "temperature": t}
     if ans is not None:
-        meta["answer_finish_reason"] = ans.get("finish_reason")
+        meta["answer_finish_reason"] = ans.finish_reason
     return Sample(example=ex, completion=completion, prompt=prompt, stop=list(stops) if ans is None else [], meta=meta)
 
 
@@ -445,6 +446,7 @@ class FinetuneCoT(Method):
 
         cfg: FinetuneCoTConfig = ctx.options
         task = ctx.task
+        layout = student_layout(cfg.student_format, ctx.base_model)
         by_id = {e.id: e for e in task.examples("fit", limit=cfg.train_limit)}
         kept: list[TrainExample] = []
         seen: dict[str, set[str]] = {}
@@ -467,10 +469,13 @@ class FinetuneCoT(Method):
                 counts["duplicates"] += 1
                 continue
             got.add(norm)
-            completion = student_completion(rationale, answer_text(task, example), cfg.student_format)
-            kept.append(TrainExample(student_prompt(task, example, cfg.student_format), completion, 1.0, {"id": example.id}))
+            completion = student_completion(rationale, answer_text(task, example), layout)
+            kept.append(TrainExample(student_prompt(task, example, layout), completion, 1.0, {"id": example.id}))
         atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])
-        return {"train_examples": len(kept), "train_questions": sum(1 for v in seen.values() if v), **counts, **self._count_tokens(ctx, kept)}
+        return {
+            "train_examples": len(kept), "train_questions": sum(1 for v in seen.values() if v), "student_format": layout,
+            **counts, **self._count_tokens(ctx, kept),
+        }  # fmt: skip
 
     def _count_tokens(self, ctx: Any, kept: list[Any]) -> dict[str, int]:
         if not kept:
@@ -495,11 +500,13 @@ class FinetuneCoT(Method):
         return row
 
     def evaluate(self, ctx: Any, model: str, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
-        """Greedy accuracy of the student in its own format, read with the task's verifier."""
-        from cotkit import evaluate, make_verifier
+        """Greedy accuracy of the student in its own format, read with the task's verifier, with the
+        paper's contains-answer and correct-format rates beside it (and on every row)."""
+        from cotkit import atomic_write_jsonl, evaluate, make_verifier
 
         cfg: FinetuneCoTConfig = ctx.options
-        student = StudentTask(ctx.task, cfg.student_format)
+        layout = student_layout(cfg.student_format, ctx.base_model)
+        student = StudentTask(ctx.task, layout)
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.student_max_new_tokens, stop=student.stop_sequences(), seed=0)
         verifier = make_verifier(None, ctx.task)
         backend = ctx.backend(ctx.model_path(model))
@@ -508,7 +515,10 @@ class FinetuneCoT(Method):
         finally:
             backend.close()
             verifier.close()
-        return {"split": split, "model": model, **summary, "style": f"student-{cfg.student_format}"}
+        rows = read_jsonl(output)
+        checks = [format_checks(ex, row["completion"], answer_cue(layout), row.get("stop") or []) for ex, row in zip(examples, rows)]
+        atomic_write_jsonl(output, [{**row, **c} for row, c in zip(rows, checks)])
+        return {"split": split, "model": model, **summary, **format_summary(checks), "style": f"student-{layout}"}
 
     def baseline(self, ctx: Any, examples: list[Example], output: Path, split: str) -> dict[str, Any]:
         """The base student's accuracy with the teacher's procedure (two-stage zero-shot CoT, greedy)."""
@@ -535,7 +545,7 @@ class FinetuneCoT(Method):
         tr = ctx.result("iter_001/train")
         e = ctx.result("iter_001/eval_dev")
         times = phase_seconds(ctx, "iter_001")
-        return {
+        row: dict[str, Any] = {
             "questions": t["questions"],
             "samples": t["n"],
             "correct": t["correct"],
@@ -546,16 +556,24 @@ class FinetuneCoT(Method):
             "train_examples": b["train_examples"],
             "train_tokens": b["train_tokens"],
             "steps": tr["steps"],
-            "dev_accuracy": e["accuracy"],
-            "dev_ci_low": e["ci_low"],
-            "dev_ci_high": e["ci_high"],
-            "dev_n": e["n"],
-            **times,
+            **_eval_rates("dev", e),
         }
+        if ctx.done("iter_001/eval_heldout"):
+            row.update(_eval_rates("heldout", ctx.result("iter_001/eval_heldout")))
+        return {**row, **times}
+
+
+def _eval_rates(prefix: str, ev: dict[str, Any]) -> dict[str, Any]:
+    """The paper's three rates of an evaluation (correct, contains answer, correct format), each with its 95% interval, and n."""
+    out = {f"{prefix}_accuracy": ev["accuracy"], f"{prefix}_ci_low": ev["ci_low"], f"{prefix}_ci_high": ev["ci_high"], f"{prefix}_n": ev["n"]}
+    for key in ("contains_answer", "correct_format"):
+        out.update({f"{prefix}_{key}": ev[key], f"{prefix}_{key}_ci_low": ev[f"{key}_ci_low"], f"{prefix}_{key}_ci_high": ev[f"{key}_ci_high"]})
+    return out
 
 
 def _verify_and_write(task: Any, samples: list[Sample], output: Path) -> dict[str, Any]:
-    """Verify samples with the task's verifier, write them as score rows (rationale kept), summarise."""
+    """Verify zero-shot CoT samples with the task's verifier, write them as score rows (rationale and
+    the paper's contains-answer / correct-format kept), summarise."""
     from cotkit import atomic_write_jsonl, make_verifier, sample_row, summarize, verify_samples
 
     verifier = make_verifier(None, task)
@@ -572,8 +590,9 @@ def _verify_and_write(task: Any, samples: list[Sample], output: Path) -> dict[st
         row["id"] = s.example.id
         row["teacher_rationale"] = rationale
         rows.append(row)
-    atomic_write_jsonl(output, rows)
-    summary = summarize(verdicts)
+    checks = [format_checks(s.example, s.completion, answer_cue("zeroshot"), s.stop) for s in samples]
+    atomic_write_jsonl(output, [{**row, **c} for row, c in zip(rows, checks)])
+    summary = {**summarize(verdicts), **format_summary(checks)}
     summary["questions"] = len({s.example.id for s in samples})
     summary["questions_correct"] = len({s.example.id for s in samples if s.verdict is not None and s.verdict.correct})
     summary["accuracy"] = round(summary["accuracy"], 6)
