@@ -27,7 +27,9 @@ from cotkit.types import Example, Prompt, Sample, Verdict
 if TYPE_CHECKING:  # a type only: the run layer sits above the contracts
     from cotkit.run import RunContext
 
-PROMPT_STYLES = ("fewshot", "zeroshot", "chat")
+#: `fewshot`: exemplars, then the question; `zeroshot`: the question and "Let's think step by step.";
+#: `chat`: one user turn; `bare`: the few-shot prompt's last block alone (`Q: ...\nA:`), no exemplars.
+PROMPT_STYLES = ("fewshot", "zeroshot", "chat", "bare")
 
 
 class Plugin:
@@ -129,8 +131,12 @@ class Task(Plugin):
 
     # -- prompts -----------------------------------------------------------------------------
 
-    def prompt(self, example: Example, style: str = "fewshot", hint: bool = False) -> Prompt:
-        """The model input for `example` in a prompt style; `hint` gives the gold answer (rationalization)."""
+    def prompt(self, example: Example, style: str = "fewshot", hint: bool | str = False) -> Prompt:
+        """The model input for `example` in a prompt style; `hint` gives the gold answer (rationalization).
+
+        `hint` is True or the name of a hint format the task documents (the built-in tasks:
+        `sentence`, `inline`); a task with one format renders that for any true value.
+        """
         raise NotImplementedError
 
     def stop_sequences(self, style: str = "fewshot") -> list[str]:

@@ -104,12 +104,12 @@ def test_star_variants_rft_without_rationalization(cli, data_dir, formatted_mode
     assert "iter_001/rationalize" not in phases and "iter_000/eval_heldout" not in phases
 
 
-@pytest.mark.parametrize(("style", "train_style", "stored"), [("zeroshot", "auto", "zeroshot"), ("fewshot", "auto", "zeroshot"), ("fewshot", "fewshot", "fewshot")])
-def test_training_set_rules(data_dir, tiny_model, star_task, tmp_path, host, style, train_style, stored):
+@pytest.mark.parametrize(("style", "context", "stored"), [("zeroshot", "question", "zeroshot"), ("fewshot", "question", "bare"), ("fewshot", "prompt", "fewshot")])
+def test_training_set_rules(data_dir, tiny_model, star_task, tmp_path, host, style, context, stored):
     """Dedup, the per-question cap, truncated samples dropped, text after the answer trimmed, hint-free prompts.
 
-    Sampled with few-shot prompts, examples are stored without the exemplars (the reference code's
-    default; `--train-style fewshot` is its --few_shot_train).
+    Sampled with few-shot prompts, examples are stored without the exemplars (`Q: ...\\nA:`, the
+    reference code's --no_prompt); `--context prompt` keeps them (its --few_shot_train).
     """
     from cotkit.config import build
     from cotkit_plugins.methods.star import Star, StarConfig
@@ -134,7 +134,7 @@ def test_training_set_rules(data_dir, tiny_model, star_task, tmp_path, host, sty
     ]
     (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample_rows))
     (d / "rationalized.jsonl").write_text(json.dumps(row(f" With hint. {task.answer_sentence(ex2)}", example=ex2)) + "\n")
-    ctx = SimpleNamespace(options=build(StarConfig, {"style": style, "train_style": train_style, "max_per_question": 3}), task=task, base_model=str(tiny_model))
+    ctx = SimpleNamespace(options=build(StarConfig, {"style": style, "context": context, "max_per_question": 3}), task=task, base_model=str(tiny_model))
     got = Star().build_train_set(ctx, d, {ex.id: ex, ex2.id: ex2})
     train = rows(d / "train.jsonl")
     assert [t["completion"] for t in train] == [

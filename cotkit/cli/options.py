@@ -57,7 +57,7 @@ ScorerOptions = Annotated[
 # ------------------------------------------------------------------------------- how to sample
 
 Limit = Annotated[Optional[int], typer.Option("--limit", "-l", help="Take the first N questions of the split.")]
-Style = Annotated[str, typer.Option("--style", help="Prompt style: fewshot, zeroshot or chat.")]
+Style = Annotated[str, typer.Option("--style", help="Prompt style: fewshot, zeroshot, chat or bare (the few-shot layout without exemplars).")]
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest token set with this mass.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Most tokens generated per sample.")]
 Seed = Annotated[

@@ -50,7 +50,7 @@ def sample(
     backend: Backend,
     params: SamplingParams,
     style: str = "fewshot",
-    hint: bool = False,
+    hint: bool | str = False,
     progress: bool = True,
 ) -> list[Sample]:
     """`params.n` samples per example, flattened in example order (all of example 0's samples first).

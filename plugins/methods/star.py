@@ -7,6 +7,20 @@ prompt; fine-tune the base model on all kept rationales (steps growing 20% per i
 the next iteration from the new model. Dev accuracy is measured after every iteration with the same
 verifier (iteration 0 = the base model), and the task's held-out split is scored at the end.
 
+Prompt context, as the reference code (ezelikman/STaR) runs with `--no_prompt`: the base model
+needs the few-shot exemplars to answer in the task's format, so it is sampled and evaluated with
+`--style` (exemplars, then `Q: ...\\nA:`); a fine-tuned model has learnt the format, so training
+examples store the question alone in the few-shot layout (the `bare` style, `Q: ...\\nA:`) and
+every fine-tuned model is sampled, rationalized and evaluated with exactly that prompt. A stored
+training prompt is therefore the prompt its model is later asked with. `--context prompt` keeps
+the exemplars everywhere instead (the reference's `--few_shot_train`).
+
+The hint follows the reference with few-shot prompts: multiple choice marks the correct option
+`(CORRECT)`, other answers are appended to the question as ` (72)`, in the exemplars too, which
+shows the model what the parenthesis means. Zero-shot and chat prompts have no exemplar to show
+that, so there the answer is given as a sentence (`Hint: the answer is 72.`); `--hint-format`
+picks either everywhere.
+
 Variants: `--no-rationalize` (STaR without rationalization), `--samples-per-question K` with
 `--temperature` > 0 (rejection-sampling fine-tuning / expert iteration / ReST-EM, duplicates
 removed), `--init last` (continue from the previous iteration's model instead of the base).
@@ -45,22 +59,36 @@ class StarConfig(SplitLimits):
     """Options of `cotkit train --method star` (`cotkit show star` lists them)."""
 
     iterations: int = option(3, help="Outer-loop iterations (sample, rationalize, fine-tune, evaluate).")
-    style: str = option("fewshot", help="Prompt style for sampling rationales and for evaluation.", choices=PROMPT_STYLES)
-    train_style: str = option(
-        "auto",
-        help="Prompt style stored in training examples; auto: zeroshot (the question without the few-shot "
-        "exemplars, as the reference code trains) when --style is fewshot, else --style.",
-        choices=("auto", *PROMPT_STYLES),
+    style: str = option(
+        "fewshot",
+        help="Prompt style of the base model (iteration 0 is evaluated, iteration 1 sampled and rationalized with it); "
+        "fine-tuned models get the --context one.",
+        choices=PROMPT_STYLES,
     )
-    no_prompt: bool = option(
-        False, help="Sample and evaluate fine-tuned models with the training prompt style instead of --style (reference --no_prompt)."
+    context: str = option(
+        "question",
+        help="What training examples store, and so what every fine-tuned model is sampled, rationalized and evaluated "
+        "with: question = the --style prompt without its few-shot exemplars (fewshot becomes bare, `Q: ...\\nA:`, as "
+        "the reference's --no_prompt; other styles have none to drop); prompt = the whole --style prompt, exemplars "
+        "included (the reference's --few_shot_train).",
+        choices=("question", "prompt"),
+    )
+    hint_format: str = option(
+        "auto",
+        help="How a rationalization prompt gives a non-multiple-choice gold answer (multiple choice always marks the "
+        "option (CORRECT)): inline = ` (72)` appended to the question, the reference's; sentence = `Hint: the answer "
+        "is 72.` after it; auto = inline with --style fewshot (its hinted exemplars show what the parenthesis means), "
+        "else sentence.",
+        choices=("auto", "inline", "sentence"),
     )
     rationalize: bool = option(True, help="Retry failed questions with the gold answer as a hint (--no-rationalize: off).")
     samples_per_question: int = option(
         1, help="Rationales sampled per question; more than 1 (with --temperature > 0) is rejection-sampling fine-tuning."
     )
-    temperature: float = option(0.0, help="Sampling temperature for rationales (0: greedy, as in the paper).")
-    top_p: float = option(1.0, help="Nucleus sampling for rationales.")
+    temperature: float = option(
+        0.0, help="Sampling temperature for rationales (0: greedy; the reference samples at 0.01, which is greedy but for near-ties)."
+    )
+    top_p: float = option(1.0, help="Nucleus sampling for rationales (the reference: 0.9; no effect when greedy).")
     max_new_tokens: int = option(256, help="Longest rationale in tokens (sampling and evaluation).")
     dedup: bool = option(True, help="Keep one copy of identical rationales for the same question.")
     max_per_question: int | None = option(None, help="Keep at most this many correct rationales per question.")
@@ -104,16 +132,23 @@ def steps_at(cfg: StarConfig, iteration: int) -> int:
     return max(1, int(cfg.steps * cfg.step_growth ** (iteration - 1) + 1e-9))
 
 
-def train_style(cfg: StarConfig) -> str:
-    """The prompt style of stored training examples (`auto` resolved)."""
-    if cfg.train_style != "auto":
-        return cfg.train_style
-    return "zeroshot" if cfg.style == "fewshot" else cfg.style
+def trained_style(cfg: StarConfig) -> str:
+    """The prompt style of stored training examples, and so of every fine-tuned model."""
+    if cfg.context == "question" and cfg.style == "fewshot":
+        return "bare"
+    return cfg.style
 
 
 def style_for(cfg: StarConfig, model: str) -> str:
-    """The prompt style to sample or evaluate `model` with: --style, or the training style for fine-tuned models with --no-prompt."""
-    return train_style(cfg) if cfg.no_prompt and model != "base" else cfg.style
+    """The prompt style to sample, rationalize or evaluate `model` with: --style for the base model, else the trained one."""
+    return cfg.style if model == "base" else trained_style(cfg)
+
+
+def hint_for(cfg: StarConfig) -> str:
+    """The task's hint format for rationalization (`auto` resolved)."""
+    if cfg.hint_format != "auto":
+        return cfg.hint_format
+    return "inline" if cfg.style == "fewshot" else "sentence"
 
 
 class Star(Method):
@@ -194,7 +229,8 @@ class Star(Method):
             max_new_tokens=cfg.max_new_tokens, stop=task.stop_sequences(style_for(cfg, model)), seed=ctx.seed_for(phase),
         )
         style = style_for(cfg, model)
-        samples = sample(task, examples, models.get(model), params, style=style, hint=hint, progress=True) if examples else []
+        given = hint_for(cfg) if hint else False
+        samples = sample(task, examples, models.get(model), params, style=style, hint=given, progress=True) if examples else []
         verifier = make_verifier(None, task)
         try:
             verify_samples(samples, verifier)
@@ -255,7 +291,7 @@ class Star(Method):
                 got.add(key)
                 # The training prompt is the hint-free one: a rationalization is stored as if the
                 # model had produced it without being told the answer.
-                prompt = task.prompt(example, train_style(cfg), hint=False)
+                prompt = task.prompt(example, trained_style(cfg), hint=False)
                 kept.append(TrainExample(prompt, completion, 1.0, {"id": example.id, "source": source}))
                 counts[f"kept_{source}"] += 1
         atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])

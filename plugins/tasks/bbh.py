@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from cotkit import AnswerKind, Choice, DataError, Example, find_local, load_rows, option, read_json
 
-from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, mark_option_line, normalize_number, read_text, task_data
+from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, hint_format, mark_option_line, normalize_number, read_text, task_data
 
 _TABLE: dict[str, dict[str, Any]] = task_data("bbh", "subtasks.yaml")
 SUBTASKS: tuple[str, ...] = tuple(_TABLE)
@@ -287,13 +287,11 @@ class BBH(CotTask):
 
     # -- prompts -----------------------------------------------------------------------------
 
-    def question_text(self, example: Example, hint: bool = False) -> str:
-        """The input as published (it lists its own options); a hint marks the option or states the answer."""
-        if not hint:
-            return example.question
-        if example.answer_kind is AnswerKind.CHOICE:
+    def question_text(self, example: Example, hint: bool | str = False) -> str:
+        """The input as published (it lists its own options); a hint marks the option or gives the answer."""
+        if hint_format(hint) and example.answer_kind is AnswerKind.CHOICE:
             return mark_option_line(example.question, example.answer)
-        return f"{example.question}\n{self.hint_sentence(example)}"
+        return self.with_hint(example.question, example, hint)
 
     def fewshot_query(self, question: str) -> str:
         """`Q: <input>` then `A: Let's think step by step.` as in the official prompts."""

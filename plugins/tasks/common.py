@@ -1,7 +1,14 @@
 """What the built-in tasks share: prompt assembly for every style, hints, numbers, carving, data files.
 
 A task describes its format (how a question is shown, its few-shot exemplars, its answer cue);
-`CotTask` turns that into the `fewshot`, `zeroshot` and `chat` prompts, with or without a hint.
+`CotTask` turns that into the `fewshot`, `bare`, `zeroshot` and `chat` prompts, with or without a
+hint. `bare` is the few-shot prompt's last block alone (`Q: ...\\nA:`): what STaR's reference code
+trains on and prompts its fine-tuned models with.
+
+A hint gives the gold answer in one of two formats. Multiple choice marks the correct option
+` (CORRECT)` in both, as STaR's reference does; any other answer is either a sentence after the
+question (`sentence`, cotkit's: `Hint: the answer is 72.`) or the answer in parentheses appended to
+the question (`inline`, the reference's GSM8K hint: `... in April and May? (72)`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ ZEROSHOT_TRIGGER = "Let's think step by step."
 #: Where a completion in a `Q: ... A:` prompt ends: the model starting the next question.
 QA_STOPS = ["\n\nQ:", "\nQ:"]
 CORRECT_MARK = " (CORRECT)"
+HINT_FORMATS = ("sentence", "inline")
 
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -98,6 +106,17 @@ def mark_option_line(text: str, label: str) -> str:
         raise DataError(f"cannot mark option ({label}): no such option line in the question")
     m = matches[-1]  # the options block comes last in the question
     return text[: m.end()] + CORRECT_MARK + text[m.end() :]
+
+
+def hint_format(hint: bool | str) -> str | None:
+    """The hint format a `prompt(..., hint=...)` argument asks for: None (no hint), True = `sentence`, or a named one."""
+    if not hint:
+        return None
+    if hint is True:
+        return "sentence"
+    if hint not in HINT_FORMATS:
+        raise UnknownNameError("hint format", str(hint), HINT_FORMATS)
+    return str(hint)
 
 
 @dataclass
@@ -168,14 +187,21 @@ class CotTask(Task):
 
     # -- prompt pieces -----------------------------------------------------------------------
 
-    def question_text(self, example: Example, hint: bool = False) -> str:
-        """The question as the model sees it: options listed, the hint given when asked."""
-        text = example.question
+    def question_text(self, example: Example, hint: bool | str = False) -> str:
+        """The question as the model sees it: options listed (the correct one marked for a hint), or the hint given."""
         if example.choices:
-            text = f"{text}\n{format_options(example.choices, example.answer if hint else None)}"
-        elif hint:
-            text = f"{text}\n{self.hint_sentence(example)}"
-        return text
+            marked = example.answer if hint_format(hint) else None
+            return f"{example.question}\n{format_options(example.choices, marked)}"
+        return self.with_hint(example.question, example, hint)
+
+    def with_hint(self, text: str, example: Example, hint: bool | str) -> str:
+        """`text` with the gold answer in the asked hint format: a sentence after it, or ` (answer)` appended."""
+        fmt = hint_format(hint)
+        if fmt is None:
+            return text
+        if fmt == "inline":
+            return f"{text} ({self.answer_text(example)})"
+        return f"{text}\n{self.hint_sentence(example)}"
 
     def hint_sentence(self, example: Example) -> str:
         """The gold answer as a hint line (non-multiple-choice rationalization)."""
@@ -215,9 +241,15 @@ class CotTask(Task):
 
     # -- prompts -----------------------------------------------------------------------------
 
-    def prompt(self, example: Example, style: str = "fewshot", hint: bool = False) -> Prompt:
-        """The model input for `example` in a prompt style; `hint` gives the gold answer (rationalization)."""
+    def prompt(self, example: Example, style: str = "fewshot", hint: bool | str = False) -> Prompt:
+        """The model input for `example` in a prompt style; `hint` gives the gold answer (rationalization).
+
+        `hint` is False, True (the `sentence` format) or a format of HINT_FORMATS; a few-shot prompt
+        gives its exemplars' answers in the same format, so the demonstrations show what it means.
+        """
         check_styles(style)
+        if style == "bare":
+            return self.fewshot_query(self.question_text(example, hint))
         if style == "fewshot":
             parts = []
             header = self.fewshot_header(example)
@@ -230,8 +262,10 @@ class CotTask(Task):
         if style == "zeroshot":
             return f"Q: {self.question_text(example, hint)}\nA: {ZEROSHOT_TRIGGER}"
         instruction = f"Think step by step, then finish with one sentence of the form {self.answer_format(example)}."
-        if hint:
-            given = "option marked (CORRECT)" if example.choices else "hint"
+        fmt = hint_format(hint)
+        if fmt:
+            given = {"sentence": "hint", "inline": "answer in parentheses after the question"}[fmt]
+            given = "option marked (CORRECT)" if example.choices else given
             instruction += f" The {given} is the correct answer: explain step by step how to reach it."
         return [{"role": "user", "content": f"{self.question_text(example, hint)}\n\n{instruction}"}]
 

@@ -242,8 +242,8 @@ class MATH(CotTask):
         ]
 
     def stop_sequences(self, style: str = "fewshot") -> list[str]:
-        """The next `Problem:` for few-shot prompts; the next `Q:` for zero-shot."""
-        if style == "fewshot":
+        """The next `Problem:` for few-shot and bare prompts; the next `Q:` for zero-shot."""
+        if style in ("fewshot", "bare"):
             return ["\n\nProblem:", "\nProblem:"]
         return super().stop_sequences(style)
 
