@@ -187,26 +187,36 @@ def option_table(method_name: str, method_cls: type) -> dict[str, tuple[str, Opt
     table: dict[str, tuple[str, OptionInfo]] = {}
     run_opts = {o.flag[2:]: o for o in iter_options(RunConfig)}
     for name, o in run_opts.items():
-        table[name] = ("run", o)
-        if name.endswith("-options"):  # --task-option K=V, repeatable, reads better than the plural
-            table[name[: -len("s")]] = ("run", o)
+        for spelling in _spellings(o):
+            table[spelling] = ("run", o)
     for o in iter_options(method_cls):
         name = o.flag[2:]
         if name in run_opts:
             raise ConfigError(
                 f"method {method_name!r} declares option {o.dotted!r}, which is also a run option; rename it"
             )
-        table[name] = ("method", o)
-        table[f"{method_name}.{name}"] = ("method", o)
+        for spelling in _spellings(o):
+            table[spelling] = ("method", o)
+            table[f"{method_name}.{spelling}"] = ("method", o)
     return table
 
 
+def _spellings(o: OptionInfo) -> list[str]:
+    """Flag names (no dashes) of an option: `backend-option` (one KEY=VALUE per use) also answers to `backend-options`."""
+    name = o.flag[2:]
+    return [name, name + "s"] if o.repeated_pairs else [name]
+
+
+#: The short forms `cotkit sample` and `cotkit eval` give these run options, accepted by `train` too.
+SHORT_FLAGS = {"-b": "--backend", "-B": "--backend-option", "-O": "--task-option"}
+
+
 def parse_flags(tokens: Sequence[str], method_name: str, method_cls: type) -> list[Flag]:
-    """Parse `--name value`, `--name=value`, `--flag`, `--no-flag` against the known options."""
+    """Parse `--name value`, `--name=value`, `--flag`, `--no-flag` (and SHORT_FLAGS) against the known options."""
     table = option_table(method_name, method_cls)
     flags: list[Flag] = []
     i = 0
-    tokens = list(tokens)
+    tokens = [SHORT_FLAGS.get(tok, tok) for tok in tokens]
     while i < len(tokens):
         tok = tokens[i]
         if not tok.startswith("--") or tok == "--":

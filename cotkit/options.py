@@ -90,8 +90,14 @@ class OptionInfo:
 
     @property
     def flag(self) -> str:
-        """`--sft.learning-rate`."""
-        return "--" + ".".join(p.replace("_", "-") for p in self.path)
+        """`--sft.learning-rate`; `--backend-option` for a KEY=VALUE mapping `backend_options` (one pair per use)."""
+        flag = "--" + ".".join(p.replace("_", "-") for p in self.path)
+        return flag[:-1] if self.repeated_pairs else flag
+
+    @property
+    def repeated_pairs(self) -> bool:
+        """A mapping named `*_options`, given as one KEY=VALUE per flag (its flag is the singular)."""
+        return self.path[-1].endswith("_options") and self.type_name() == "KEY=VALUE"
 
     def type_name(self) -> str:
         """A short readable type: int, float, str, bool, list[str], ..."""

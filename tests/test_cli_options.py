@@ -46,8 +46,7 @@ def test_a_shared_flag_has_one_help_text_and_the_same_short_flags_everywhere():
         uses = by_flag[flag]
         assert len(uses) >= 2, (flag, uses)
         assert len({help_text for _, _, help_text in uses}) == 1, (flag, uses)
-        if flag != "--model":  # `train`'s -m is --method
-            assert len({opts for _, opts, _ in uses}) == 1, (flag, uses)
+        assert len({opts for _, opts, _ in uses}) == 1, (flag, uses)
 
 
 def test_eval_options_are_the_eval_settings_fields_with_their_defaults():
@@ -76,7 +75,7 @@ def test_every_command_defaults_to_the_one_default_model():
 def test_eval_settings_given_as_flags_reach_the_evaluation(cli, data_dir, monkeypatch, tmp_path):
     seen = {}
 
-    def fake_evaluate(task, backend, settings, output_dir):
+    def fake_evaluate(task, backend, settings, output_dir, verbose=False):
         seen["settings"] = settings
         return {"task": task.full_name, "model": "m", "style": settings.style, "n": 0, "accuracy": None,
                 "samples_per_question": settings.n}  # fmt: skip

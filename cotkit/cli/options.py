@@ -32,10 +32,10 @@ Task = Annotated[
 ]
 _MODEL_HELP = "Model: an alias (`cotkit models list`), hub id, local HF folder or .gguf file."
 Model = Annotated[str, typer.Option("--model", "-m", help=_MODEL_HELP)]
-#: `train`'s --model has no short flag: there -m is --method.
-TrainModel = Annotated[Optional[str], typer.Option("--model", help=_MODEL_HELP)]
+#: `train`'s --model is optional: a --config file or the run being resumed may name the model.
+TrainModel = Annotated[Optional[str], typer.Option("--model", "-m", help=_MODEL_HELP)]
 Backend = Annotated[str, typer.Option("--backend", "-b", help="Sampling backend (hf, vllm, or a plugin's).")]
-Verifier = Annotated[Optional[str], typer.Option("--verifier", "-v", help="Verifier (default: the task's).")]
+Verifier = Annotated[Optional[str], typer.Option("--verifier", help="Verifier (default: the task's).")]
 
 # ------------------------------------------------------------------- plugin options KEY=VALUE
 

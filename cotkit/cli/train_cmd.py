@@ -26,7 +26,7 @@ EPILOG = (
 
 def train(
     ctx: typer.Context,
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="Training method, e.g. star (`cotkit plugins`)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Training method, e.g. star (`cotkit plugins`)."),
     task: options.Task = None,
     model: options.TrainModel = None,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of options (flags override it)."),

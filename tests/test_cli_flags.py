@@ -1,0 +1,35 @@
+"""Flags read the same in every command, and `--help` pages show no value type beside a switch."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["models", "list"], ["show"]])
+def test_switches_show_no_value_type(cli, command):
+    r = cli(*command, "--help")
+    assert r.exit_code == 0
+    assert "<bool>" not in r.stdout
+    assert "--help" in r.stdout and "--debug" in cli("--help").stdout
+
+
+def test_options_that_take_a_value_still_show_their_type(cli):
+    page = cli("train", "--help").stdout
+    line = next(x for x in page.splitlines() if "--output-dir" in x)
+    assert "<" in line or "PATH" in line.upper()
+
+
+def test_train_takes_the_short_flags_sample_and_eval_take(cli):
+    r = cli("train", "--method", "star", "--task", "gsm8k", "-m", "tiny/model", "-b", "hf", "-B", "batch_size=4", "-O",
+            "carve_seed=3", "--dry-run")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    for line in ("model: tiny/model", "backend: hf", "  batch_size: 4", "  carve_seed: 3"):
+        assert line in r.stdout.splitlines()
+
+
+def test_key_value_mappings_are_shown_singular_and_accepted_either_way(cli):
+    shown = cli("show", "star").stdout
+    assert "--backend-option " in shown and "--backend-options" not in shown
+    for spelling in ("--backend-option", "--backend-options"):
+        r = cli("train", "--method", "star", "--task", "gsm8k", spelling, "batch_size=2", "--dry-run")
+        assert r.exit_code == 0 and "  batch_size: 2" in r.stdout.splitlines(), r.stderr
