@@ -175,3 +175,12 @@ def test_logsum_and_the_new_settings_keep_their_contracts():
         BeamSettings(length_penalty=-1)
     with pytest.raises(ConfigError, match="aggregate"):
         BeamSettings(aggregate="mean")
+
+
+def test_pad_checks_its_beam_score_options_before_training(host):
+    config = host.get("method", "pad").Config
+    assert (config().step_scorer, config().beam_aggregate, config().beam_logprob_weight) == ("faithfulness", "logsum", 1.0)
+    with pytest.raises(ConfigError, match="aggregate"):
+        config(beam_aggregate="mean")
+    with pytest.raises(ConfigError, match="logprob weight"):
+        config(beam_logprob_weight=-1.0)

@@ -360,11 +360,15 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
     stepwise = done["iter_001/eval_heldout_stepverify"]["result"]
     assert base["prompt"] == "pal" and plain["prompt"] == "student" == stepwise["prompt"]
     assert base["n"] == plain["n"] == refined["n"] == stepwise["n"] == 2
-    assert "beam search (width 2, expand 2, scorer exec)" in stepwise["decoding"]
+    assert "beam search (width 2, expand 2, scorer faithfulness)" in stepwise["decoding"]
+    # the paper's beam score by default: summed log-probability + log faithfulness per line, per token
+    assert (stepwise["step_scorer"], stepwise["beam_aggregate"], stepwise["beam_logprob_reduce"]) == ("faithfulness", "logsum", "sum")
+    assert stepwise["beam_logprob_weight"] == 1.0 == stepwise["beam_length_penalty"]
     for r in rows(pad_run / "iter_001" / "eval_heldout_stepverify.jsonl"):
-        # the completion is the best beam: its statements, each scored by running the program so far
+        # the completion is the best beam: its statements, each scored by its lines' faithfulness to the question
         assert "".join(r["search"]["steps"]) == r["completion"]
         assert len(r["search"]["step_scores"]) == len(r["search"]["steps"])
+        assert all(0 < s <= 1 for s in r["search"]["step_scores"]) and "logprob" in r["search"]
         assert r["meta"]["model"] == "iter_001/checkpoint"
     # the tiny random student writes no program: every answer goes through one refinement round
     assert refined["refined"] == 2 - plain["correct"]
@@ -382,7 +386,7 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
     assert (summary["generated"], summary["ran"], summary["correct"], summary["kept"]) == (12, 5, 4, 3)
     report = (pad_run / "report.md").read_text()
     assert "| after iteration 1, greedy + refinement (1 round(s)) | test |" in report
-    assert "| after iteration 1, step-verified beam search (width 2, expand 2, scorer exec) | test |" in report
+    assert "| after iteration 1, step-verified beam search (width 2, expand 2, scorer faithfulness) | test |" in report
 
 
 def test_kill_between_phases_then_resume_gives_the_same_run(pad_run, tiny_model, data_dir, teacher_files, tmp_path):

@@ -16,8 +16,13 @@ pass (`--refine`) gives a program that fails or returns no result back to the st
 repair format and runs the new program (this needs no gold answer; a wrong but well-formed result
 cannot be noticed and is left alone).
 
-Step-verified decoding: the final student also decodes with step-level beam search scored by the
-`exec` step scorer (a partial program must run and bind new names), from `cotkit eval --search`.
+Step-verified decoding (the paper's step-by-step verification): the final student also decodes
+with step-level beam search, the search of `cotkit eval --search beam`, where a beam's score is the
+student's summed token log-probability plus the log of every completed line's faithfulness (the
+`faithfulness` step scorer: how well the line aligns with the question's sentences, over sentence
+embeddings with `encoder=...`, else lexically), per generated token as Hugging Face ranks finished
+beams. The reference extends beams token by token; here they grow by sampled lines. The `exec` step
+scorer (the program so far runs and binds new names) stays selectable as another signal.
 
 Rounds: round 1 samples from the teacher; with `--iterations N`, later rounds sample from the
 latest student (its own format), verify and repair the same way, and add what they keep to the
@@ -70,6 +75,16 @@ from .pad_programs import (
 TEACHER = "teacher"  # the model reference of the teacher (students are "base" or a run folder)
 
 
+def beam_settings(cfg: PadConfig) -> Any:
+    """The beam search of step-verified decoding; log-probabilities are summed, as the paper's beams score."""
+    from cotkit import BeamSettings
+
+    return BeamSettings(
+        beam_width=cfg.beam_width, expand=cfg.beam_expand, max_new_tokens=cfg.max_new_tokens, aggregate=cfg.beam_aggregate,
+        logprob_weight=cfg.beam_logprob_weight, logprob_reduce="sum", length_penalty=cfg.beam_length_penalty,
+    )  # fmt: skip
+
+
 @dataclass
 class PadSFTConfig(SFTConfig):
     """The shared fine-tuning step with defaults for distilling programs into a small student."""
@@ -109,13 +124,28 @@ class PadConfig(SplitLimits):
     )
     refine: bool = option(True, help="Also evaluate with the refinement pass: a failing program goes back to the student with its error.")
     refine_rounds: int = option(1, help="Refinement passes at most per question.")
-    step_verify: bool = option(True, help="Also evaluate with step-verified decoding (step-level beam search, `exec` step scorer).")
+    step_verify: bool = option(
+        True, help="Also evaluate with step-verified decoding (beam search on log-probability + log faithfulness per line)."
+    )
     beam_width: int = option(4, help="Beams kept by step-verified decoding.")
     beam_expand: int = option(4, help="Next statements sampled from each live beam in step-verified decoding.")
     beam_temperature: float = option(0.7, help="Sampling temperature of the candidate statements in step-verified decoding.")
-    step_scorer: str = option("exec", help="Step scorer of step-verified decoding (exec: the program so far runs and binds new names).")
+    step_scorer: str = option(
+        "faithfulness",
+        help="Step scorer of step-verified decoding (faithfulness: each line's similarity with the question, as the paper; "
+        "exec: the program so far runs and binds new names).",
+    )
     step_scorer_options: dict[str, Any] = option(
-        default_factory=dict, help="Options of the step scorer KEY=VALUE, e.g. cpu_seconds=1 neutral=0.5."
+        default_factory=dict,
+        help="Options of the step scorer KEY=VALUE, e.g. encoder=facebook/roscoe-512-roberta-base (faithfulness; "
+        "default: lexical, no model) or cpu_seconds=1 (exec).",
+    )
+    beam_aggregate: str = option(
+        "logsum", help="Step scores to a beam's score: logsum (the paper: sum of their logs), min, prod or last."
+    )
+    beam_logprob_weight: float = option(1.0, help="Weight of the student's summed token log-probability in a beam's score (0: step scores only).")
+    beam_length_penalty: float = option(
+        1.0, help="A beam's score is divided by its tokens to this power (1: per token, as Hugging Face ranks finished beams; 0: not)."
     )
     init: str = option("base", help="Fine-tune each round from the base model or continue from the last one.", choices=("base", "last"))
     epochs: float = option(3.0, help="Passes over the training set per round (ignored when --steps is set).")
@@ -137,6 +167,7 @@ class PadConfig(SplitLimits):
             )
         if not 1 <= self.shots <= 8:
             raise ConfigError(f"shots must be between 1 and 8 (PAL has 8 exemplars), got {self.shots}")
+        beam_settings(self)  # a bad aggregate or weight fails now, not after training
         if self.beam_temperature <= 0:
             raise ConfigError(f"beam_temperature must be positive (at 0 every candidate statement is the same), got {self.beam_temperature}")
         if self.epochs <= 0:
@@ -342,18 +373,19 @@ class Pad(Method):
     def evaluate_step_verified(
         self, run: PadRun, model: str, examples: list[Any], output: Path, split: str, style: str, phase: str
     ) -> dict[str, Any]:
-        """Accuracy with step-verified decoding: step-level beam search over program statements, each
-        partial program scored by the step scorer (`exec`: it runs in the sandbox and binds new names).
+        """Accuracy with step-verified decoding: step-level beam search over program statements, a
+        beam scored by the student's summed log-probability plus the aggregate of its step scores
+        (by default the paper's: the logs of every line's faithfulness), per token.
 
         The search is cotkit's shared one (`cotkit eval --search beam`), wrapped around the
         student's backend; the best final beam is the answer, run and compared like any program.
         """
-        from cotkit import BeamBackend, BeamSettings, atomic_write_jsonl, evaluate, make_step_scorer, prompt_key
+        from cotkit import BeamBackend, atomic_write_jsonl, evaluate, make_step_scorer, prompt_key
 
         cfg, ctx = run.cfg, run.ctx
         scorer = make_step_scorer(cfg.step_scorer, **cfg.step_scorer_options)
         by_prompt = {prompt_key(run.prompts.prompt(ex, style)): ex for ex in examples}
-        settings = BeamSettings(beam_width=cfg.beam_width, expand=cfg.beam_expand, max_new_tokens=cfg.max_new_tokens)
+        settings = beam_settings(cfg)
         search = BeamBackend(run.models.get(model), scorer, settings, example_of=lambda p: by_prompt.get(prompt_key(p)))
         params = SamplingParams(
             n=1, temperature=cfg.beam_temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
@@ -369,7 +401,11 @@ class Pad(Method):
             row["search"] = beams[0].to_dict(settings) if beams else None
         atomic_write_jsonl(output, out_rows)
         decoding = f"step-verified beam search (width {cfg.beam_width}, expand {cfg.beam_expand}, scorer {cfg.step_scorer})"
-        return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": decoding, **summary}
+        beam = {
+            "step_scorer": cfg.step_scorer, "beam_aggregate": settings.aggregate, "beam_logprob_weight": settings.logprob_weight,
+            "beam_logprob_reduce": settings.logprob_reduce, "beam_length_penalty": settings.length_penalty,
+        }  # fmt: skip
+        return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": decoding, **beam, **summary}
 
     # -- data --------------------------------------------------------------------------------
 
