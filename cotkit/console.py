@@ -30,7 +30,7 @@ class LogFriendlyConsole(Console):
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
-        self._width, self._height = new_size
+        Console.size.fset(self, new_size)
 
 
 #: Human-facing output (tables, progress) goes to stderr when stdout must stay machine-readable.

@@ -117,6 +117,16 @@ def test_malformed_rows_are_error_verdicts_counted_and_never_stop_the_run(cli, d
     assert summary["accuracy_parsed"] == 1.0
 
 
+def test_the_table_lists_why_rows_errored(cli, data_dir, tmp_path):
+    rows = gsm8k_rows(data_dir, 12)
+    lines = [{**rows[0], "completion": "The answer is 18."}, "{not json", *[dict(row) for row in rows[1:12]]]  # 12 errors
+    r = score(cli, data_dir, "--task", "gsm8k", "-i", write_jsonl(tmp_path / "in.jsonl", lines), "-o", tmp_path / "out.jsonl")
+    assert r.exit_code == 0, r.stderr
+    listed = r.stdout.split("errors and timeouts (10 of 12; every reason is in --output):\n", 1)[1].splitlines()[:10]
+    assert listed[0].strip().startswith("line 2: not valid JSON")
+    assert [x.strip() for x in listed[1:]] == [f"line {n}: missing field 'completion'" for n in range(3, 12)]
+
+
 def ten_rows_nine_errors(data_dir: Path, first_completion: str) -> list[dict]:
     """Real GSM8K rows: the first scored with `first_completion`, nine that can only be `error` verdicts."""
     rows = gsm8k_rows(data_dir, 10)
@@ -147,7 +157,7 @@ def test_accuracy_counts_every_row_errors_included(cli, data_dir, tmp_path, firs
     for header in ("accuracy (correct / n)", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
         assert header in table
     (line,) = [ln for ln in table.splitlines() if ln.startswith("│ 10 │")]
-    n, accuracy, _ci, parsed, unparseable, timeouts, errors = [c.strip() for c in line.strip("│").split("│")]
+    n, accuracy, _ci, parsed, unparseable, timeouts, errors, top = [c.strip() for c in line.strip("│").split("│")]
     assert accuracy == f"{10 * correct:.2f}%" and parsed == f"{100 * correct:.2f}%"
     assert (unparseable, timeouts, errors) == ("0 (0.00%)", "0", "9")  # the counts beside the accuracy
 

@@ -22,7 +22,6 @@ def score(
     from cotkit.cli.common import make_task
     from cotkit.console import out, print_json
     from cotkit.harness.score import score_file
-
     from cotkit.outputs import check_output_file
 
     check_output_file(output, "--output")  # before scoring: a bad path must not cost the verdicts
@@ -31,12 +30,16 @@ def score(
     if json_output:
         print_json(summary)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"cotkit score: {task_obj.full_name} with {summary['verifier']}")
     # accuracy counts every row (errors too); the verdicts without a judged answer are shown beside it
-    for col in ("n", "accuracy (correct / n)", "95% CI", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
+    columns = ("n", "accuracy (correct / n)", "95% CI", "accuracy of parsed answers", "unparseable", "timeouts", "errors",
+               "most common answer")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
+    top = summary["top_answer"]
     parsed = summary["accuracy_parsed"]
     table.add_row(
         str(summary["n"]),
@@ -46,8 +49,15 @@ def score(
         f"{summary['unparseable_count']} ({summary['unparseable']:.2%})",
         str(summary["timeouts"]),
         str(summary["errors"]),
+        "-" if top is None else escape(f"{top} ({summary['top_answer_count'] / summary['n']:.0%} of rows)"),
     )
     out.print(table)
+    failed = summary["errors"] + summary["timeouts"]
+    if failed:
+        shown = summary["problems"]
+        out.print(f"errors and timeouts ({len(shown)} of {failed}{'; every reason is in --output' if output else ''}):", highlight=False)
+        for reason in shown:
+            out.print(f"  {reason}", highlight=False, markup=False)
     if output:
         out.print(f"wrote {summary['n']} rows to {output}")
 

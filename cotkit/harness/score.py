@@ -18,17 +18,23 @@ from cotkit.types import Sample, Status, Verdict
 VERDICT_FIELDS = ("verdict", "correct", "extracted", "normalized", "reason")
 
 
-def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list[Sample | Verdict]]:
-    """For each non-blank line, its row and either a Sample to verify or an `error` Verdict saying what is wrong.
+#: Error and timeout reasons a summary lists (the output file holds every row's).
+REASONS_SHOWN = 10
+
+
+def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list[Sample | Verdict], list[int]]:
+    """For each non-blank line, its row, either a Sample to verify or an `error` Verdict saying what is wrong, and its line number.
 
     Reasons name the line's number in the file (blank lines count but produce no row).
     """
     rows: list[dict[str, Any]] = []
     items: list[Sample | Verdict] = []
+    line_numbers: list[int] = []
     stop = task.stop_sequences("fewshot")
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        line_numbers.append(lineno)
         where = f"line {lineno}"
         try:
             row = loads_line(line)
@@ -58,14 +64,14 @@ def parse_rows(task: Task, lines: list[str]) -> tuple[list[dict[str, Any]], list
             items.append(Verdict(Status.ERROR, reason=f"{where}: cannot read the row ({type(e).__name__}: {e})"))
             continue
         items.append(Sample(example=example, completion=completion, stop=stop))
-    return rows, items
+    return rows, items, line_numbers
 
 
 def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Output rows (input rows plus verdict fields, in input order) and a summary."""
     verifier = make_verifier(verifier_name, task)
     try:
-        rows, items = parse_rows(task, lines)
+        rows, items, line_numbers = parse_rows(task, lines)
         samples = [it for it in items if isinstance(it, Sample)]
         verify_samples(samples, verifier)
     finally:
@@ -75,7 +81,23 @@ def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -
     for row, verdict in zip(rows, verdicts):
         out_rows.append({**row, **verdict.to_dict()})
     summary = {"task": task.full_name, "verifier": verifier.name, **summarize(verdicts)}
+    summary["problems"] = problem_reasons(verdicts, line_numbers)
     return out_rows, summary
+
+
+def problem_reasons(verdicts: list[Verdict], line_numbers: list[int]) -> list[str]:
+    """`line N: timeout: ...` for the first REASONS_SHOWN rows that errored or timed out."""
+    shown = []
+    for verdict, lineno in zip(verdicts, line_numbers):
+        if verdict.status not in (Status.ERROR, Status.TIMEOUT):
+            continue
+        reason = verdict.reason or "(no reason given)"
+        if not reason.startswith("line "):
+            reason = f"line {lineno}: {verdict.status.value}: {reason}"
+        shown.append(reason)
+        if len(shown) == REASONS_SHOWN:
+            break
+    return shown
 
 
 def score_file(task: Task, input_path: Path, verifier_name: str | None, output: Path | None) -> dict[str, Any]:
