@@ -101,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "Number": "cotkit.reading.answers",
     "extract_answer": "cotkit.reading.answers",
     "cut_completion": "cotkit.reading.answers",
+    "trim_after_answer": "cotkit.reading.answers",
     "last_number": "cotkit.reading.answers",
     "last_boxed": "cotkit.reading.answers",
     "parse_number": "cotkit.reading.answers",
@@ -185,6 +186,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         open_text_equal,
         parse_gold_number,
         parse_number,
+        trim_after_answer,
     )
     from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
     from cotkit.options import option

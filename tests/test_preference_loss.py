@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 trl = pytest.importorskip("trl")
 
+from cotkit.errors import ConfigError  # noqa: E402
 from cotkit.harness.preference import DPONLLObjective, PreferencePair, dpo_nll_loss, pair_features  # noqa: E402
 
 PAIRS = [
@@ -89,7 +90,7 @@ def test_batch_token_normalization_equals_trl(make_trainer, alpha):
 def test_paper_normalization_is_per_winner_and_equals_trl_on_one_pair(make_trainer):
     trainer, policy, ref, batch = make_trainer(1.0)
     # Winners of different lengths: the paper's per-winner mean differs from TRL's batch-token mean ...
-    paper = _ours(policy, ref, batch, 1.0, "sequence")
+    paper = _ours(policy, ref, batch, 1.0, "winner_tokens")
     trl_form = _ours(policy, ref, batch, 1.0, "batch_tokens")
     assert abs(paper - trl_form) > 1e-4
     # ... and on a single pair they coincide.
@@ -120,6 +121,24 @@ def test_loss_by_hand():
     assert float(parts["chosen_rewards"][0] - parts["rejected_rewards"][0]) == pytest.approx(1.0)
 
 
+def test_nll_normalizations_divide_the_winners_nll_as_named():
+    """winner_tokens: NLL(w)/|w| per pair (the paper); batch_tokens: ΣNLL/Σ|w| of the batch (TRL); none: NLL(w)."""
+    pc, pr, tokens = torch.tensor([-12.0, -30.0]), torch.tensor([-20.0, -10.0]), torch.tensor([4, 10])
+
+    def nll(normalization: str, alpha: float = 1.0) -> list[float]:
+        losses, parts = dpo_nll_loss(pc, pr, pc, pr, tokens, beta=0.1, nll_weight=alpha, nll_normalization=normalization)
+        assert losses.tolist() == pytest.approx([math.log(2) + alpha * x for x in parts["nll"].tolist()])
+        return parts["nll"].tolist()
+
+    assert nll("winner_tokens") == pytest.approx([12 / 4, 30 / 10])
+    assert nll("batch_tokens") == pytest.approx([42 / 14, 42 / 14])
+    assert nll("none", alpha=0.5) == pytest.approx([12.0, 30.0])
+    # The objective's default is the paper's, and an unknown name is one line naming the option.
+    assert DPONLLObjective("unused").nll_normalization == "winner_tokens" == DPONLLObjective.NLL_NORMALIZATIONS[0]
+    with pytest.raises(ConfigError, match="nll_normalization must be one of winner_tokens, batch_tokens, none"):
+        DPONLLObjective("unused", nll_normalization="sequence")
+
+
 def test_pair_features_mask_prompt_and_end_with_eos(tiny_model):
     from transformers import AutoTokenizer
 
@@ -132,3 +151,8 @@ def test_pair_features_mask_prompt_and_end_with_eos(tiny_model):
         assert tok.decode(ids[:n_prompt]).endswith("A:") and all(t != -100 for t in labels[n_prompt:])
     # A prompt that fills max_length leaves nothing to compare: the pair is dropped.
     assert pair_features(tok, PreferencePair("Q: " + "word " * 200, " a", " b"), max_length=16) is None
+    # So is a pair with one side too long to keep its EOS: cut, it would differ from the other in how it ends.
+    pair = PreferencePair("Q: 1 + 1?\nA:", " 2.", " 3, " + "and then some more words " * 20)
+    whole = pair_features(tok, pair, max_length=512)
+    assert whole is not None and pair_features(tok, pair, max_length=len(whole["rejected_ids"]) - 1) is None
+    assert pair_features(tok, pair, max_length=len(whole["rejected_ids"])) == whole

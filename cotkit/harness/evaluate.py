@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cotkit.contracts import Backend, SamplingParams, Task, Verifier
-from cotkit.harness.verify import sample_row, summarize, verify_samples
+from cotkit.harness.verify import sample_row, summarize, verify_samples, vote_summary
 from cotkit.jsonl import atomic_write_jsonl
 from cotkit.types import Example
 
@@ -27,6 +27,7 @@ def evaluate(
     output: str | Path | None = None,
     progress: bool = True,
     model_label: str | None = None,
+    majority_vote: bool = False,
 ) -> dict[str, Any]:
     """Accuracy of `backend`'s model on `examples` (greedy by default), with a 95% CI.
 
@@ -34,6 +35,9 @@ def evaluate(
     returns the summary (`cotkit.harness.verify.summarize`): n, correct, accuracy over all n with its
     CI, accuracy of parsed answers, unparseable, timeout and error counts, the most common answer.
     `model_label` replaces the backend's model path in each row (run directories stay relocatable).
+    With `majority_vote` (and `params.n` samples per question) the summary is maj@n over the
+    questions instead (`cotkit.harness.verify.vote_summary`: a tie goes to the answer sampled
+    first), and each row's `meta.majority_vote` marks the sample that carried its question's vote.
     """
     from cotkit.harness.sample import sample
 
@@ -44,12 +48,12 @@ def evaluate(
     if model_label is not None:
         for s in samples:
             s.meta["model"] = model_label
+    summary = vote_summary(samples) if majority_vote else summarize(verdicts)
     if output is not None:
         atomic_write_jsonl(output, [sample_row(s, include_prompt=True) for s in samples])
-    summary = summarize(verdicts)
     # every rate over all n rows (`summarize`): errors and timeouts count as rows without a correct answer
     for key in ("accuracy", "ci_low", "ci_high", "unparseable", "accuracy_parsed", "top_answer_share"):
-        if summary[key] is not None:
+        if summary.get(key) is not None:
             summary[key] = round(summary[key], 6)
     summary.update({"examples": len(examples), "style": style})
     return summary

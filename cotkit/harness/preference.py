@@ -18,6 +18,14 @@ term; its "sft" term divides the winners' summed NLL by the winner tokens of the
 instead of per winner. The two agree for one pair per batch or equal winner lengths;
 `nll_normalization="batch_tokens"` reproduces TRL's form on a single batch
 (tests/test_preference_loss.py checks both against TRL).
+
+The NLL normalizations, named by what divides the winners' summed NLL:
+
+- `winner_tokens` (the paper): each winner's NLL over its own completion tokens, NLL(w) / |w|;
+- `batch_tokens` (TRL's "sft" term): the micro-batch's winners' NLL over all their tokens, so a
+  long winner weighs more; the same as `winner_tokens` with one pair per micro-batch;
+- `none`: each winner's summed NLL, -log π(w), the same unnormalized log-likelihood the DPO term
+  compares; longer winners pull harder.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from cotkit.errors import ConfigError, ModelError
 from cotkit.harness.train import Objective, completion_ids, render_prompt_ids
 from cotkit.types import Prompt
 
-NLL_NORMALIZATIONS = ("sequence", "batch_tokens")
+NLL_NORMALIZATIONS = ("winner_tokens", "batch_tokens", "none")
 
 
 @dataclass
@@ -61,14 +69,14 @@ def dpo_nll_loss(
     *,
     beta: float = 0.1,
     nll_weight: float = 1.0,
-    nll_normalization: str = "sequence",
+    nll_normalization: str = "winner_tokens",
 ) -> tuple[Any, dict[str, Any]]:
     """Per-pair DPO (sigmoid) + α·NLL(winner) losses from summed completion log-probabilities.
 
     Returns (losses of shape [pairs], parts) where parts holds the per-pair `dpo` and `nll` terms
-    and the implicit rewards β·(log π − log π_ref) of winners and losers. With
-    `nll_normalization="sequence"` (the paper) each winner's NLL is divided by its own length;
-    with "batch_tokens" (TRL) the winners' NLL sum is divided by all winner tokens of the batch.
+    and the implicit rewards β·(log π − log π_ref) of winners and losers. `nll_normalization`
+    is one of NLL_NORMALIZATIONS (module docstring): "winner_tokens" (the paper), "batch_tokens"
+    (TRL) or "none".
     """
     import torch.nn.functional as F
 
@@ -78,10 +86,12 @@ def dpo_nll_loss(
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
     dpo = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
     tokens = chosen_tokens.to(policy_chosen_logps.dtype).clamp(min=1)
-    if nll_normalization == "sequence":
+    if nll_normalization == "winner_tokens":
         nll = -policy_chosen_logps / tokens
-    else:
+    elif nll_normalization == "batch_tokens":
         nll = (-policy_chosen_logps.sum() / tokens.sum()).expand_as(policy_chosen_logps)
+    else:
+        nll = -policy_chosen_logps
     losses = dpo + nll_weight * nll
     parts = {
         "dpo": dpo,
@@ -108,16 +118,19 @@ def completion_logps(model: Any, input_ids: Any, attention_mask: Any, labels: An
 
 
 def pair_features(tokenizer: Any, pair: PreferencePair, max_length: int) -> dict[str, Any] | None:
-    """Token ids and completion-only labels of a pair's two sequences (None if either completion is cut away)."""
+    """Token ids and completion-only labels of a pair's two sequences, both ending with EOS.
+
+    None when either sequence is longer than `max_length`: cutting one side would leave a winner
+    and a loser that differ in how they end (one with EOS, one without), which DPO would learn
+    from instead of their reasoning.
+    """
     p_ids = render_prompt_ids(tokenizer, pair.prompt)
     out: dict[str, Any] = {}
     for side, text in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         c_ids = completion_ids(tokenizer, text)
-        ids = (p_ids + c_ids)[:max_length]
-        labels = ([-100] * len(p_ids) + c_ids)[:max_length]
-        if not any(t != -100 for t in labels):
+        if not c_ids or len(p_ids) + len(c_ids) > max_length:
             return None
-        out[f"{side}_ids"], out[f"{side}_labels"] = ids, labels
+        out[f"{side}_ids"], out[f"{side}_labels"] = p_ids + c_ids, [-100] * len(p_ids) + c_ids
     # The training loop counts a feature's tokens as len(feature["input_ids"]): both sequences.
     out["input_ids"] = out["chosen_ids"] + out["rejected_ids"]
     return out
@@ -131,7 +144,10 @@ class DPONLLObjective(Objective):
     Iterative RPO, the same one). Every pair weighs 1 in the step normaliser.
     """
 
-    def __init__(self, reference: str, beta: float = 0.1, nll_weight: float = 1.0, nll_normalization: str = "sequence"):
+    #: The NLL normalizations this objective supports (module docstring), the paper's first.
+    NLL_NORMALIZATIONS = NLL_NORMALIZATIONS
+
+    def __init__(self, reference: str, beta: float = 0.1, nll_weight: float = 1.0, nll_normalization: str = "winner_tokens"):
         if beta <= 0:
             raise ConfigError(f"beta must be positive, got {beta}")
         if nll_weight < 0:

@@ -101,6 +101,62 @@ def summarize(verdicts: list[Verdict]) -> dict[str, Any]:
     }
 
 
+def answer_key(verdict: Verdict) -> str | None:
+    """The answer a verdict votes for: its normalized answer, else the extracted one (None: no vote)."""
+    return verdict.normalized if verdict.normalized is not None else verdict.extracted
+
+
+def majority(verdicts: list[Verdict]) -> int | None:
+    """Index of the first sample giving the most frequent answer; None if no sample gave one.
+
+    Answers are compared by `answer_key`; a tie between answers goes to the one sampled first.
+    """
+    keys = [answer_key(v) for v in verdicts]
+    counted = Counter(k for k in keys if k is not None)
+    if not counted:
+        return None
+    best = max(counted.values())
+    for i, k in enumerate(keys):
+        if k is not None and counted[k] == best:
+            return i
+    return None
+
+
+def vote_summary(samples: list[Sample]) -> dict[str, Any]:
+    """maj@k: each question's majority answer (`majority`) judged, over verified samples in question order.
+
+    `n` counts questions; `correct` those whose voted answer is correct, `incorrect` those whose
+    voted answer is not, `no_vote` those where no sample gave an answer (they count as not correct).
+    The 95% interval is Wilson's over the n questions; `sample_accuracy` is the mean accuracy of
+    the single samples. The sample that carried each question's vote gets `meta["majority_vote"]`.
+    """
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.example.id, []).append(s)
+    correct = incorrect = 0
+    for group in groups.values():
+        verdicts = [s.verdict or Verdict(Status.ERROR) for s in group]
+        voted = majority(verdicts)
+        for i, s in enumerate(group):
+            s.meta["majority_vote"] = i == voted
+        if voted is not None:
+            correct += verdicts[voted].correct
+            incorrect += not verdicts[voted].correct
+    n = len(groups)
+    low, high = wilson_interval(correct, n)
+    return {
+        "n": n,
+        "correct": correct,
+        "incorrect": incorrect,
+        "no_vote": n - correct - incorrect,
+        "accuracy": correct / n if n else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "samples_per_question": len(samples) // n if n else 0,
+        "sample_accuracy": sum(bool(s.verdict and s.verdict.correct) for s in samples) / len(samples) if samples else 0.0,
+    }
+
+
 def sample_row(sample: Sample, include_prompt: bool = False) -> dict[str, Any]:
     """A sample as a JSONL row in `cotkit score` format: the task's raw fields, `completion`, verdict fields.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import Counter
 from typing import Any
+
+from cotkit.harness.verify import answer_key, majority
 
 #: Prefix marking a doc text that holds chat messages as JSON; cotkit's lm-eval model decodes it.
 CHAT_PREFIX = "\x00cotkit-chat:"
@@ -135,24 +136,6 @@ def doc_to_target(doc: dict[str, Any]) -> str:
 def keep_all(resps: Any, docs: Any) -> Any:
     """lm-eval filter: keep every sampled response of a document (the default keeps the first)."""
     return resps
-
-
-def answer_key(verdict: Any) -> str | None:
-    """The answer a verdict votes for: its normalized answer, else the extracted one (None: no vote)."""
-    return verdict.normalized if verdict.normalized is not None else verdict.extracted
-
-
-def majority(verdicts: list[Any]) -> int | None:
-    """Index of the sample whose normalized answer is most frequent (first on ties); None if none parsed."""
-    keys = [answer_key(v) for v in verdicts]
-    counted = Counter(k for k in keys if k is not None)
-    if not counted:
-        return None
-    best = max(counted.values())
-    for i, k in enumerate(keys):
-        if k is not None and counted[k] == best:
-            return i
-    return None
 
 
 def example_of(doc: dict[str, Any]):

@@ -161,6 +161,29 @@ def cut_completion(text: str, stop: Iterable[str] = ()) -> str:
     return text[:cut]
 
 
+def trim_after_answer(completion: str, sentence: str, answer: str) -> str | None:
+    """The completion cut right after its first statement of `answer`, or None if it has none.
+
+    The statement is `sentence`, the task's answer sentence (`So the answer is (B).`), or,
+    leniently, its last two cue words followed by the answer (`The answer is: (B)`),
+    case-insensitive. Training methods cut a sampled rationale here so the text a model learns
+    from ends where the answer is given, not in whatever the sampler wrote after it.
+    """
+    i = completion.find(sentence)
+    if i >= 0:
+        return completion[: i + len(sentence)]
+    if not answer:
+        return None
+    head, _, _ = sentence.rstrip(". ").rpartition(answer)
+    cue = head.rstrip().rstrip("(").split()[-2:]
+    if not cue:
+        return None
+    bare = answer.strip("()")
+    pattern = r"\s+".join(re.escape(w) for w in cue) + rf"\s*:?\s*\(?{re.escape(bare)}\)?(?![\w])\.?"
+    m = re.search(pattern, completion, flags=re.IGNORECASE)
+    return completion[: m.end()] if m else None
+
+
 # ------------------------------------------------------------------------------ cues
 
 

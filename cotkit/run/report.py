@@ -6,7 +6,8 @@ Conventions a method follows to get a report: evaluation phases are named
 `cotkit.harness.evaluate.evaluate` as result; an `iter_NNN/summary` phase holds the iteration's
 funnel counts. `iter_NNN/eval_heldout_<variant>` phases (the same held-out examples decoded another
 way, e.g. PaD's refinement pass) are listed under the plain one, labelled by their `decoding`
-field. Everything else in metrics.jsonl is listed as it is.
+field; `iter_NNN/eval_dev_<variant>` phases (e.g. a majority vote over samples) are a column of
+the dev table beside the plain accuracy, headed by their `decoding` field. Everything else in metrics.jsonl is listed as it is.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ FUNNEL_COLUMNS = (
 
 def iteration_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per iteration: `dev` (eval summary), `heldout`, `summary` (funnel) where recorded,
-    and `heldout_variants` ({variant: eval summary}) for `eval_heldout_<variant>` phases."""
+    and `dev_variants` / `heldout_variants` ({variant: eval summary}) for `eval_dev_<variant>` /
+    `eval_heldout_<variant>` phases."""
     by_iter: dict[int, dict[str, Any]] = {}
     for row in metrics:
-        variant = re.fullmatch(r"iter_(\d+)/eval_heldout_(\w+)", str(row.get("phase", "")))
+        variant = re.fullmatch(r"iter_(\d+)/eval_(dev|heldout)_(\w+)", str(row.get("phase", "")))
         if variant:
             entry = by_iter.setdefault(int(variant.group(1)), {"iteration": int(variant.group(1))})
-            entry.setdefault("heldout_variants", {})[variant.group(2)] = row
+            entry.setdefault(f"{variant.group(2)}_variants", {})[variant.group(3)] = row
             continue
         m = re.fullmatch(r"iter_(\d+)/(eval_dev|eval_heldout|summary)", str(row.get("phase", "")))
         if not m:
@@ -160,9 +162,11 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
             "",
         ]
         present = [(k, h) for k, h in FUNNEL_COLUMNS if any(k in (r.get("summary") or {}) for r in rows)]
+        variants = {v: ev.get("decoding") or v for r in rows for v, ev in (r.get("dev_variants") or {}).items()}
         header = [
-            "iteration", "dev accuracy [95% CI]", "dev accuracy of parsed answers",
-            *[f"dev {h}" for _, h in VERDICT_COUNT_COLUMNS], "most common answer", *[h for _, h in present],
+            "iteration", "dev accuracy [95% CI]", *[f"dev {label} [95% CI]" for label in variants.values()],
+            "dev accuracy of parsed answers", *[f"dev {h}" for _, h in VERDICT_COUNT_COLUMNS], "most common answer",
+            *[h for _, h in present],
         ]  # fmt: skip
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -171,7 +175,10 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
             lines.append(
                 "| "
                 + " | ".join(
-                    [str(r["iteration"]), fmt_acc(r.get("dev")), *_verdict_cells(r.get("dev")), _top(r.get("dev")), *[_cell(s.get(k)) for k, _ in present]]
+                    [
+                        str(r["iteration"]), fmt_acc(r.get("dev")), *[fmt_acc((r.get("dev_variants") or {}).get(v)) for v in variants],
+                        *_verdict_cells(r.get("dev")), _top(r.get("dev")), *[_cell(s.get(k)) for k, _ in present],
+                    ]
                 )
                 + " |"
             )

@@ -6,19 +6,27 @@ other answer); up to K (winner, loser) pairs per question are drawn at random fr
 question offers (only questions with at least one of each yield pairs); M_{t+1} is trained
 *initialized from M_t* with M_t as the frozen reference, on DPO + α·NLL(winner)/|winner|
 (`cotkit.harness.preference`); dev accuracy after every iteration (iteration 0 = the base model),
-the task's held-out split at the end. `--nll-weight 0` is the plain-DPO ablation.
+maj@k on dev when asked (`--vote-samples`, the paper's maj@32), the task's held-out split at the
+end. `--nll-weight 0` is the plain-DPO ablation.
+
+Winners and losers go through one rule (`usable_completion`) so that a pair differs in its
+reasoning, not in how its two texts end: each is cut after its statement of its own answer, and
+one that ran into --max-new-tokens without stating an answer is not used, on either side. Both
+then end with EOS in training.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotkit import (
     PROMPT_STYLES,
     ConfigError,
+    DPONLLObjective,
     Method,
     ModelSlot,
     SamplingParams,
@@ -32,6 +40,7 @@ from cotkit import (
     phase_seconds,
     prune_checkpoints,
     read_jsonl,
+    trim_after_answer,
 )
 
 if TYPE_CHECKING:
@@ -61,10 +70,22 @@ class IRPOConfig(SplitLimits):
     pairs_per_question: int = option(10, help="K: most (winner, loser) pairs drawn per question (paper: 10).")
     dedup: bool = option(True, help="Count identical completions of a question once before pairing.")
     unparseable_losers: bool = option(True, help="Samples with no readable answer count as losers (--no-...: only wrong answers).")
-    drop_truncated: bool = option(True, help="Winners that hit --max-new-tokens are not used (losers are).")
-    trim: bool = option(True, help="Cut a winner after the task's answer sentence.")
+    drop_truncated: bool = option(
+        True, help="Samples that hit --max-new-tokens before stating an answer are not used, winners and losers alike."
+    )
+    trim: bool = option(
+        True, help="Cut every sample after its first statement of its own answer (the gold one for winners, the wrong one for losers)."
+    )
     beta: float = option(0.1, help="DPO temperature β on the log-ratio margin.")
-    nll_weight: float = option(1.0, help="α: weight of the winner's length-normalized NLL (0: plain DPO).")
+    nll_weight: float = option(1.0, help="α: weight of the winner's NLL term (0: plain DPO).")
+    nll_normalization: str = option(
+        "winner_tokens",
+        help="What divides the winner's NLL: its own tokens (paper), all winner tokens of the micro-batch (TRL), or none (summed).",
+        choices=DPONLLObjective.NLL_NORMALIZATIONS,
+    )
+    vote_samples: int = option(
+        0, help="k: also sample k answers per dev question at --temperature after every iteration and report maj@k (paper: 32; 0: off)."
+    )
     epochs: float = option(1.0, help="Passes over the iteration's pairs.")
     max_steps: int | None = option(None, help="Cap on optimizer steps per iteration (default: what --epochs needs).")
     keep_checkpoints: str = option("all", help="Keep every iteration's checkpoint, or only the last.", choices=("all", "last"))
@@ -84,6 +105,8 @@ class IRPOConfig(SplitLimits):
             raise ConfigError(f"beta must be positive, got {self.beta}")
         if self.nll_weight < 0:
             raise ConfigError(f"nll_weight must be 0 or more, got {self.nll_weight}")
+        if self.vote_samples < 0:
+            raise ConfigError(f"vote_samples must be 0 (off) or more, got {self.vote_samples}")
         if self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -96,35 +119,38 @@ class IRPOConfig(SplitLimits):
 
 def build_pairs(
     rows: list[dict[str, Any]], k: int, seed: int, *, dedup: bool = True, unparseable_losers: bool = True,
-    drop_truncated: bool = True, trim_sentence: dict[str, str] | None = None,
+    drop_truncated: bool = True, trim: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
     """Up to k (winner, loser) pairs per question from verified sample rows, drawn at random.
 
     `rows` are sample rows (`id`, `prompt`, `completion`, `verdict`, `meta`) in question order.
     Winners are `correct` rows; losers are `incorrect` rows (and `unparseable` ones if asked).
-    Verifier errors and timeouts are neither. Returns the pair rows and the counts of the funnel.
+    Verifier errors and timeouts are neither. Both sides pass `usable_completion` with the same
+    `trim` (see `answer_trimmer`) and `drop_truncated`. Returns the pair rows and the counts of the
+    funnel: `winners` / `losers` are the distinct texts pairs are drawn from, `trimmed_*` the
+    samples cut after their answer, `dropped_truncated_*` the unfinished samples left out.
     """
     by_q: dict[str, dict[str, Any]] = {}
+    counts = dict.fromkeys(("trimmed_winners", "trimmed_losers", "dropped_truncated_winners", "dropped_truncated_losers"), 0)
     for row in rows:
         q = by_q.setdefault(row["id"], {"prompt": row["prompt"], "winners": [], "losers": []})
-        verdict = row.get("verdict")
-        text = row["completion"]
-        if verdict == "correct":
-            if drop_truncated and (row.get("meta") or {}).get("finish_reason") == "length":
-                continue
-            sentence = (trim_sentence or {}).get(row["id"])
-            if sentence:
-                i = text.find(sentence)
-                text = text[: i + len(sentence)] if i >= 0 else text
-            q["winners"].append(text)
-        elif verdict == "incorrect" or (unparseable_losers and verdict == "unparseable"):
-            q["losers"].append(text)
+        side = pair_side(row.get("verdict"), unparseable_losers)
+        if side is None:
+            continue
+        text = usable_completion(row, trim, drop_truncated)
+        if text is None:
+            counts[f"dropped_truncated_{side}"] += 1
+            continue
+        counts[f"trimmed_{side}"] += text != row["completion"]
+        q[side].append(text)
     pairs: list[dict[str, Any]] = []
-    counts = {"questions": len(by_q), "questions_with_winner": 0, "questions_with_loser": 0, "questions_with_both": 0, "pairs": 0}
+    counts.update({"questions": len(by_q), "winners": 0, "losers": 0, "questions_with_winner": 0, "questions_with_loser": 0, "questions_with_both": 0})
     for qid, q in by_q.items():
         winners, losers = q["winners"], q["losers"]
         if dedup:
             winners, losers = _unique(winners), _unique(losers)
+        counts["winners"] += len(winners)
+        counts["losers"] += len(losers)
         counts["questions_with_winner"] += bool(winners)
         counts["questions_with_loser"] += bool(losers)
         if not winners or not losers:
@@ -137,6 +163,50 @@ def build_pairs(
             pairs.append({"prompt": q["prompt"], "chosen": winners[w], "rejected": losers[lo], "meta": {"id": qid}})
     counts["pairs"] = len(pairs)
     return pairs, counts
+
+
+def pair_side(verdict: str | None, unparseable_losers: bool) -> str | None:
+    """"winners", "losers", or None for a sample that is neither (a verifier error or timeout)."""
+    if verdict == "correct":
+        return "winners"
+    if verdict == "incorrect" or (unparseable_losers and verdict == "unparseable"):
+        return "losers"
+    return None
+
+
+def usable_completion(row: dict[str, Any], trim: Callable[[dict[str, Any]], str | None] | None, drop_truncated: bool) -> str | None:
+    """The text a pair uses from a sample row, by one rule for winners and losers alike.
+
+    Cut after the row's statement of its answer when `trim` finds one: the text then ends where
+    the answer is given, even if the sampler ran on to --max-new-tokens. Otherwise a row that hit
+    --max-new-tokens is unfinished and, with `drop_truncated`, not used (None).
+    """
+    cut = trim(row) if trim is not None else None
+    if cut is not None:
+        return cut
+    if drop_truncated and (row.get("meta") or {}).get("finish_reason") == "length":
+        return None
+    return row["completion"]
+
+
+def answer_trimmer(sentence: Callable[[str, str], str], gold: dict[str, str]) -> Callable[[dict[str, Any]], str | None]:
+    """A `trim` for `build_pairs`: cut a sample row after its first statement of its own answer.
+
+    `sentence(question_id, answer)` is how the task states `answer` for that question; `gold`
+    maps question ids to gold answers. A winner's answer is the gold one; every row also tries
+    the answer its verdict read (normalized, then as written), which is a loser's wrong answer.
+    """
+
+    def trim(row: dict[str, Any]) -> str | None:
+        answers = [gold[row["id"]]] if row.get("verdict") == "correct" and row["id"] in gold else []
+        answers += [a for a in (row.get("normalized"), row.get("extracted")) if a]
+        for answer in dict.fromkeys(answers):
+            cut = trim_after_answer(row["completion"], sentence(row["id"], answer), answer)
+            if cut is not None:
+                return cut
+        return None
+
+    return trim
 
 
 def _unique(texts: list[str]) -> list[str]:
@@ -169,6 +239,8 @@ class IterativeRPO(Method):
         current = "base"
         try:
             ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, sampler, current, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev"))
+            if cfg.vote_samples:
+                ctx.phase("iter_000/eval_dev_maj", lambda: self.vote(ctx, sampler, current, dev, ctx.iter_dir(0), "iter_000/eval_dev_maj"))
             if heldout:
                 ctx.phase(
                     "iter_000/eval_heldout",
@@ -187,6 +259,8 @@ class IterativeRPO(Method):
                     trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, current, d, it), all_processes=True)
                 current = trained["checkpoint"]
                 ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(ctx, sampler, current, dev, d / "eval_dev.jsonl", "dev"))
+                if cfg.vote_samples:
+                    ctx.phase(f"{name}/eval_dev_maj", lambda: self.vote(ctx, sampler, current, dev, d, f"{name}/eval_dev_maj"))
                 if heldout and it == cfg.iterations:
                     ctx.phase(
                         f"{name}/eval_heldout",
@@ -207,6 +281,29 @@ class IterativeRPO(Method):
         """Greedy accuracy of `model` on `examples` with the task's verifier."""
         cfg: IRPOConfig = ctx.options
         return greedy_accuracy(ctx, sampler.get(model), model, examples, output, split, style=cfg.style, max_new_tokens=cfg.max_new_tokens)
+
+    def vote(self, ctx: Any, sampler: ModelSlot, model: str, examples: list[Any], d: Path, phase: str) -> dict[str, Any]:
+        """maj@k of `model` on `examples`: k samples per question at the sampling temperature, majority answer judged.
+
+        A tie between answers goes to the one sampled first; a question where no sample gives an
+        answer counts as not correct. Every sample goes to d/eval_dev_maj.jsonl.
+        """
+        from cotkit import evaluate, make_verifier
+
+        cfg: IRPOConfig = ctx.options
+        params = SamplingParams(
+            n=cfg.vote_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+            stop=ctx.task.stop_sequences(cfg.style), seed=ctx.seed_for(phase),
+        )  # fmt: skip
+        verifier = make_verifier(None, ctx.task)
+        try:
+            summary = evaluate(
+                ctx.task, examples, sampler.get(model), verifier, style=cfg.style, params=params,
+                output=d / "eval_dev_maj.jsonl", model_label=model, majority_vote=True,
+            )  # fmt: skip
+        finally:
+            verifier.close()
+        return {"split": "dev", "model": model, "decoding": f"maj@{cfg.vote_samples}, T={cfg.temperature}", **summary}
 
     def sample(self, ctx: Any, sampler: ModelSlot, model: str, examples: list[Any], output: Path, phase: str) -> dict[str, Any]:
         """N chains of thought per question from `model`, verified; every sample saved."""
@@ -245,24 +342,29 @@ class IterativeRPO(Method):
 
         cfg: IRPOConfig = ctx.options
         rows = read_jsonl(d / "samples.jsonl")
-        sentences = {e.id: ctx.task.answer_sentence(e) for e in fit} if cfg.trim else None
+        by_id = {e.id: e for e in fit}
+
+        def sentence(qid: str, answer: str) -> str:
+            return ctx.task.answer_sentence(replace(by_id[qid], answer=answer))
+
+        trim = answer_trimmer(sentence, {e.id: e.answer for e in fit}) if cfg.trim else None
         pairs, counts = build_pairs(
             rows, cfg.pairs_per_question, ctx.seed_for(phase), dedup=cfg.dedup, unparseable_losers=cfg.unparseable_losers,
-            drop_truncated=cfg.drop_truncated, trim_sentence=sentences,
+            drop_truncated=cfg.drop_truncated, trim=trim,
         )  # fmt: skip
         atomic_write_jsonl(d / "pairs.jsonl", pairs)
         return counts
 
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Train M_{t+1} from M_t with M_t as the reference on d/pairs.jsonl; d/checkpoint and d/train_log.jsonl."""
-        from cotkit import DPONLLObjective, PreferencePair, atomic_write_jsonl
+        from cotkit import PreferencePair, atomic_write_jsonl
 
         cfg: IRPOConfig = ctx.options
         phase = f"iter_{iteration:03d}/train"
         pairs = [PreferencePair.from_dict(r) for r in read_jsonl(d / "pairs.jsonl")]
         steps = capped_steps(len(pairs), cfg.epochs, cfg.sft, cfg.max_steps)
         model = ctx.model_path(init)
-        objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight)
+        objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight, nll_normalization=cfg.nll_normalization)
         log: list[dict[str, Any]] = []
 
         def on_step(s: Any) -> None:
@@ -297,12 +399,18 @@ class IterativeRPO(Method):
         p = ctx.result(f"{name}/pairs")
         t = ctx.result(f"{name}/train")
         e = ctx.result(f"{name}/eval_dev")
+        maj = ctx.result(f"{name}/eval_dev_maj") if ctx.done(f"{name}/eval_dev_maj") else None
         times = phase_seconds(ctx, name)
         return {
             "questions": s["questions"],
             "samples": s["samples"],
             "correct": s["correct"],
             "unparseable": s["unparseable"],
+            "truncated": s["truncated"],
+            "trimmed_winners": p["trimmed_winners"],
+            "trimmed_losers": p["trimmed_losers"],
+            "dropped_truncated_winners": p["dropped_truncated_winners"],
+            "dropped_truncated_losers": p["dropped_truncated_losers"],
             "questions_with_both": p["questions_with_both"],
             "pairs": p["pairs"],
             "train_examples": p["pairs"],
@@ -315,5 +423,17 @@ class IterativeRPO(Method):
             "dev_ci_low": e["ci_low"],
             "dev_ci_high": e["ci_high"],
             "dev_n": e["n"],
+            **(_maj_columns(maj) if maj else {}),
             **times,
         }
+
+
+def _maj_columns(maj: dict[str, Any]) -> dict[str, Any]:
+    """The maj@k result of an iteration as funnel columns."""
+    return {
+        "dev_maj_k": maj["samples_per_question"],
+        "dev_maj_accuracy": maj["accuracy"],
+        "dev_maj_ci_low": maj["ci_low"],
+        "dev_maj_ci_high": maj["ci_high"],
+        "dev_maj_n": maj["n"],
+    }
