@@ -114,6 +114,8 @@ def fine_tune(
         "checkpoint": f"{out_dir.name}/checkpoint",
         "steps": result.steps,
         "examples": result.examples,
+        "examples_trained": result.examples_trained,
+        "examples_per_step": round(result.examples_trained / result.steps, 1),
         "dropped_too_long": result.dropped,
         "processes": result.processes,
         "first_loss": result.losses[0],

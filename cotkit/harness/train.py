@@ -50,7 +50,14 @@ class SFTConfig:
     grad_accum: int = option(8, help="Micro-batches accumulated per optimizer step.")
     weight_decay: float = option(0.0, help="AdamW weight decay.")
     max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).")
-    max_length: int = option(1024, help="Longest training sequence in tokens; longer ones are cut at the end.")
+    max_length: int = option(
+        1024, help="Longest training sequence in tokens (with packing: the length of a packed sequence); longer examples are cut at the end."
+    )
+    packing: bool = option(
+        False,
+        help="Pack whole examples into each sequence up to max_length tokens, attention and positions restarting per "
+        "example, so a step holds batch_size x grad_accum packed sequences (as the STaR reference counts). SFT objectives only.",
+    )
     loss_normalization: str = option(
         "tokens",
         help="Divide the weighted summed NLL by completion tokens (standard SFT) or by sequences (sequence log-likelihood, as TRICE).",
@@ -133,8 +140,12 @@ class Objective:
     Subclass it for a new kind of training signal: preference pairs with a reference model
     (override `features`, `collate`, `setup` and `loss`), or a model wrapper with its own loss
     (override `wrap_model` and `loss`). `size` is each feature's share of the normaliser (tokens
-    or sequences) so a step's loss is the mean over the whole accumulated batch.
+    or sequences) so a step's loss is the mean over the whole accumulated batch. `packable` says
+    that `loss` also takes the batches `pack_batch` makes (several examples per row), which
+    `SFTConfig.packing` needs.
     """
+
+    packable: bool = False
 
     def features(self, tokenizer: Any, items: Sequence[Any], max_length: int) -> list[dict[str, Any]]:
         """Tokenized features, one per item (items that cannot be used are dropped)."""
@@ -166,6 +177,8 @@ class WeightedSFT(Objective):
     All weights 1 is plain SFT. A negative weight (TRICE's incorrect proposals) raises the loss
     when that sequence becomes more likely, so the step pushes its likelihood down.
     """
+
+    packable = True
 
     def __init__(self, normalization: str = "tokens"):
         if normalization not in ("tokens", "sequences"):
@@ -205,6 +218,8 @@ class WeightedSFT(Objective):
 class LossFnObjective(WeightedSFT):
     """SFT features and batches with a custom `loss_fn(model, batch) -> summed loss` (or (loss, stats))."""
 
+    packable = False  # a loss_fn may read rows as sequences or call the model without the packed mask
+
     def __init__(self, loss_fn: Callable[[Any, dict[str, Any]], Any], normalization: str = "tokens"):
         super().__init__(normalization)
         self.loss_fn = loss_fn
@@ -232,18 +247,101 @@ def pad_batch(features: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "weight": weight}
 
 
+def pack_batch(packs: list[list[dict[str, Any]]], pad_id: int) -> dict[str, Any]:
+    """Rows of whole examples laid end to end (one row per pack), right-padded.
+
+    Beside input_ids/labels/attention_mask (real tokens) a packed batch holds `position_ids`
+    restarting at 0 for every example and `example_ids`: which example (0.. in the batch, the
+    index into `weight`) each token belongs to, -1 for padding. Each example's first label is
+    masked: unpacked, no token predicts it, and packed it would be predicted from the previous
+    example's last token.
+    """
+    import torch
+
+    width = max(sum(len(f["input_ids"]) for f in pack) for pack in packs)
+    ids = torch.full((len(packs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(packs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(packs), width), dtype=torch.long)
+    positions = torch.zeros((len(packs), width), dtype=torch.long)
+    example_ids = torch.full((len(packs), width), -1, dtype=torch.long)
+    weights: list[float] = []
+    for row, pack in enumerate(packs):
+        at = 0
+        for f in pack:
+            n = len(f["input_ids"])
+            ids[row, at : at + n] = torch.tensor(f["input_ids"])
+            labels[row, at + 1 : at + n] = torch.tensor(f["labels"][1:])
+            positions[row, at : at + n] = torch.arange(n)
+            example_ids[row, at : at + n] = len(weights)
+            weights.append(float(f.get("weight", 1.0)))
+            at += n
+        mask[row, :at] = 1
+        positions[row, at:] = torch.arange(width - at)  # padding is a sequence of its own
+    return {
+        "input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": positions,
+        "example_ids": example_ids, "weight": torch.tensor(weights),
+    }  # fmt: skip
+
+
 def sequence_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """Summed next-token NLL of each sequence's labelled tokens, and how many there are."""
+    """Summed next-token NLL of each example's labelled tokens, and how many there are.
+
+    An example is a row of a `pad_batch` batch, or one of the examples packed into the rows of a
+    `pack_batch` batch (in `weight` order).
+    """
     import torch
     import torch.nn.functional as F
 
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1, :].float()
+    packed = "example_ids" in batch
+    out = model(**(packed_model_inputs(model, batch) if packed else {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}))
+    logits = out.logits.reshape(*batch["input_ids"].shape, -1)[:, :-1, :].float()
     target = batch["labels"][:, 1:]
     tok = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none")
     tok = tok.view(target.shape)
     valid = (target != -100).to(tok.dtype)
-    return (tok * valid).sum(dim=1), valid.sum(dim=1).to(torch.long)
+    if not packed:
+        return (tok * valid).sum(dim=1), valid.sum(dim=1).to(torch.long)
+    owner = batch["example_ids"][:, 1:].clamp(min=0).reshape(-1)  # padding is never valid
+    n_examples = batch["weight"].numel()
+    nll = torch.zeros(n_examples, dtype=tok.dtype, device=tok.device).index_add(0, owner, (tok * valid).reshape(-1))
+    count = torch.zeros(n_examples, dtype=tok.dtype, device=tok.device).index_add(0, owner, valid.reshape(-1))
+    return nll, count.to(torch.long)
+
+
+def packed_model_inputs(model: Any, batch: dict[str, Any], attention: str | None = None) -> dict[str, Any]:
+    """Forward arguments that keep each packed example to itself, for the model's attention kernel.
+
+    sdpa and eager attention take a block-diagonal causal 4-D mask (boolean for sdpa, additive
+    for eager) and the restarting position ids. Other kernels (FlashAttention, flex) get no mask
+    and the batch as one row: transformers finds where each example starts from the position ids
+    (FlashAttention reads them only when the batch is a single row). `attention` overrides the
+    model's configured implementation.
+    """
+    import torch
+
+    attention = attention or _attention_implementation(model)
+    ids, positions = batch["input_ids"], batch["position_ids"]
+    if attention not in ("sdpa", "eager"):
+        return {"input_ids": ids.reshape(1, -1), "position_ids": positions.reshape(1, -1), "use_cache": False}
+    owner = batch["example_ids"]
+    width = ids.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=ids.device).tril()
+    allowed = (owner[:, :, None] == owner[:, None, :]) & causal  # padding (-1) attends to padding: no empty rows
+    mask = allowed[:, None, :, :]
+    if attention == "eager":
+        dtype = _parameter_dtype(model)
+        mask = torch.zeros(mask.shape, dtype=dtype, device=ids.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
+
+
+def _attention_implementation(model: Any) -> str:
+    """The attention kernel a (possibly wrapped: DDP, peft) Hugging Face model is configured with."""
+    inner = getattr(model, "module", model)
+    return str(getattr(getattr(inner, "config", None), "_attn_implementation", None) or "eager")
+
+
+def _parameter_dtype(model: Any) -> Any:
+    return next(model.parameters()).dtype
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -259,6 +357,7 @@ class StepLog:
     lr: float
     tokens: int
     stats: dict[str, float] = field(default_factory=dict)
+    examples: int = 0  # examples in this step over all processes (packed sequences hold several)
 
 
 @dataclass
@@ -274,6 +373,8 @@ class TrainResult:
     losses: list[float]
     resumed_from_step: int = 0
     processes: int = 1
+    examples_trained: int = 0  # examples over all steps and processes, each time one is seen
+    packing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -286,6 +387,13 @@ def steps_for_epochs(n_examples: int, epochs: float, config: SFTConfig, world_si
     return max(1, math.ceil(n_examples * epochs / per_step))
 
 
+def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+    """The seeded permutation of n items that epoch `epoch` visits them in."""
+    perm = list(range(n))
+    random.Random(f"{seed}:{epoch}").shuffle(perm)
+    return perm
+
+
 def step_indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
     """Item indices of an optimizer step: a seeded permutation per epoch, concatenated.
 
@@ -295,13 +403,52 @@ def step_indices(n: int, step: int, per_step: int, seed: int) -> list[int]:
     out: list[int] = []
     epoch = start // n
     while len(out) < per_step:
-        perm = list(range(n))
-        random.Random(f"{seed}:{epoch}").shuffle(perm)
+        perm = epoch_order(n, epoch, seed)
         lo = max(start - epoch * n, 0)
         hi = min(stop - epoch * n, n)
         out.extend(perm[lo:hi])
         epoch += 1
     return out
+
+
+def pack_in_order(order: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive items of `order` joined into packs of at most `budget` tokens (next fit)."""
+    packs: list[list[int]] = []
+    used = budget  # no open pack yet
+    for i in order:
+        if used + lengths[i] > budget:
+            packs.append([])
+            used = 0
+        packs[-1].append(i)
+        used += lengths[i]
+    return packs
+
+
+class PackedOrder:
+    """The packs of every optimizer step: each epoch's seeded permutation packed in order.
+
+    Pack p of the run is the p-th pack of the epochs laid end to end, so a step's packs are a
+    pure function of (lengths, budget, seed, step), as `step_indices` is for unpacked runs; each
+    epoch visits every item once, in new company. Epochs are packed once and kept.
+    """
+
+    def __init__(self, lengths: Sequence[int], budget: int, seed: int):
+        self.lengths, self.budget, self.seed = list(lengths), budget, seed
+        self.epochs: list[list[list[int]]] = []
+        self.first_pack: list[int] = [0]  # index of each epoch's first pack in the run
+
+    def step_packs(self, step: int, per_step: int) -> list[list[int]]:
+        """Item indices of each of the `per_step` packs of optimizer step `step`."""
+        start, stop = step * per_step, (step + 1) * per_step
+        while self.first_pack[-1] < stop:
+            packs = pack_in_order(epoch_order(len(self.lengths), len(self.epochs), self.seed), self.lengths, self.budget)
+            self.epochs.append(packs)
+            self.first_pack.append(self.first_pack[-1] + len(packs))
+        out: list[list[int]] = []
+        for epoch, packs in enumerate(self.epochs):
+            lo, hi = max(start - self.first_pack[epoch], 0), min(stop - self.first_pack[epoch], len(packs))
+            out.extend(packs[lo:hi])
+        return out
 
 
 def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
@@ -417,7 +564,8 @@ class _TrainingRun:
     seed: int
     start_step: int = 0
     losses: list[float] = field(default_factory=list)
-    tokens_seen: int = 0  # padded-batch tokens this process has trained on since it started
+    tokens_seen: int = 0  # real (not padding) tokens this process has trained on since it started
+    packs: PackedOrder | None = None  # the data order with sft.packing
 
     @property
     def world(self) -> int:
@@ -425,8 +573,21 @@ class _TrainingRun:
 
     @property
     def per_process(self) -> int:
-        """Sequences each process trains on per optimizer step."""
+        """Sequences (packed or not) each process trains on per optimizer step."""
         return self.config.batch_size * self.config.grad_accum
+
+    def step_sequences(self, step: int) -> list[list[int]]:
+        """Feature indices of every sequence of optimizer step `step` (all processes; one each unless packed)."""
+        per_step = self.per_process * self.world
+        if self.packs is not None:
+            return self.packs.step_packs(step, per_step)
+        return [[i] for i in step_indices(len(self.features), step, per_step, self.seed)]
+
+    def examples_in_steps(self, steps: int) -> int:
+        """Examples the first `steps` optimizer steps train on, over all processes."""
+        if self.packs is None:
+            return steps * self.per_process * self.world
+        return sum(len(seq) for step in range(steps) for seq in self.step_sequences(step))
 
 
 def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, objective: Objective, seed: int) -> _TrainingRun:
@@ -447,6 +608,9 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
         raise ConfigError("no training examples: the method's filter kept none")
     if not features:
         raise ConfigError(f"no usable training examples: in all {len(items)} the prompt alone fills max_length={config.max_length} tokens")
+    if config.packing and not objective.packable:
+        raise ConfigError(f"sft.packing is for SFT objectives (WeightedSFT); {type(objective).__name__} trains on unpacked sequences")
+    packs = PackedOrder([len(f["input_ids"]) for f in features], config.max_length, seed) if config.packing else None
 
     net = objective.wrap_model(_trainable(base, config))
     net.train()
@@ -458,7 +622,7 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
     objective.setup(accelerator, net)
     return _TrainingRun(
         accelerator, net, optimizer, scheduler, tokenizer, objective, config,
-        features=features, dropped=len(items) - len(features), steps=steps, seed=seed,
+        features=features, dropped=len(items) - len(features), steps=steps, seed=seed, packs=packs,
     )  # fmt: skip
 
 
@@ -530,9 +694,9 @@ def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
 
     accelerator, config = run.accelerator, run.config
     rank = accelerator.process_index
-    idx = step_indices(len(run.features), step, run.per_process * run.world, run.seed)
-    group = [run.features[i] for i in idx[rank * run.per_process : (rank + 1) * run.per_process]]
-    normalizer = _step_normalizer(run, group)
+    sequences = run.step_sequences(step)
+    group = [[run.features[i] for i in seq] for seq in sequences[rank * run.per_process : (rank + 1) * run.per_process]]
+    normalizer = _step_normalizer(run, [f for seq in group for f in seq])
     micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
     step_loss = 0.0
     stats: dict[str, float] = {}
@@ -548,7 +712,8 @@ def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return StepLog(step + 1, run.steps, step_loss, run.scheduler.get_last_lr()[0], run.tokens_seen, stats)
+    examples = sum(len(seq) for seq in sequences)
+    return StepLog(step + 1, run.steps, step_loss, run.scheduler.get_last_lr()[0], run.tokens_seen, stats, examples)
 
 
 def _step_normalizer(run: _TrainingRun, group: list[dict[str, Any]]) -> float:
@@ -564,10 +729,11 @@ def _step_normalizer(run: _TrainingRun, group: list[dict[str, Any]]) -> float:
     return normalizer
 
 
-def _backward(run: _TrainingRun, features: list[dict[str, Any]], normalizer: float, sync: bool) -> tuple[float, dict[str, float]]:
-    """Forward and backward of one micro-batch; gradients are all-reduced only when `sync`."""
+def _backward(run: _TrainingRun, sequences: list[list[dict[str, Any]]], normalizer: float, sync: bool) -> tuple[float, dict[str, float]]:
+    """Forward and backward of one micro-batch (each sequence: the features it holds); gradients are all-reduced only when `sync`."""
     accelerator = run.accelerator
-    batch = run.objective.collate(features, run.tokenizer.pad_token_id)
+    pad_id = run.tokenizer.pad_token_id
+    batch = pack_batch(sequences, pad_id) if run.packs is not None else run.objective.collate([seq[0] for seq in sequences], pad_id)
     batch = {key: (v.to(accelerator.device) if hasattr(v, "to") else v) for key, v in batch.items()}
     no_sync = accelerator.no_sync(run.net) if not sync and run.world > 1 else contextlib.nullcontext()
     with no_sync, accelerator.autocast():
@@ -587,6 +753,7 @@ def _save_final(run: _TrainingRun, output_dir: Path, state_root: Path | None, st
         checkpoint=str(output_dir), steps=run.steps, examples=len(run.features), dropped=run.dropped,
         tokens=sum(len(f["input_ids"]) for f in run.features), seconds=round(time.time() - started, 3),
         losses=run.losses, resumed_from_step=run.start_step, processes=run.world,
+        examples_trained=run.examples_in_steps(run.steps), packing=run.packs is not None,
     )  # fmt: skip
     if accelerator.is_main_process:
         _save_checkpoint(unwrapped, state_dict, run.tokenizer, output_dir, run.config.lora, result)
