@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -142,19 +141,18 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tiny_t5, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_what_an_encoder_decoder_model_cannot_train_on_is_refused_in_one_line(tiny_t5):
+def test_what_an_encoder_decoder_model_cannot_train_on_is_refused_in_one_line(tiny_t5, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     tok.chat_template = None
     with pytest.raises(DataError, match="training example 1: a chat prompt"):
         Seq2SeqSFT().features(tok, [ITEMS[0], TrainExample([{"role": "user", "content": "hi"}], "yo")], 512)
-    assert isinstance(seq2seq_objective(WeightedSFT("sequences"), SFT), Seq2SeqSFT)
-    assert seq2seq_objective(WeightedSFT("sequences"), SFT).normalization == "sequences"
-    with pytest.raises(ConfigError, match="packing"):
-        seq2seq_objective(WeightedSFT(), SimpleNamespace(packing=True))
+    assert seq2seq_objective(WeightedSFT("sequences")).normalization == "sequences"
     with pytest.raises(ConfigError, match="LossFnObjective trains causal models only"):
-        seq2seq_objective(LossFnObjective(lambda model, batch: 0.0), SFT)
+        seq2seq_objective(LossFnObjective(lambda model, batch: 0.0))
+    with pytest.raises(ConfigError, match="sft.packing is for SFT objectives.*Seq2SeqSFT trains on unpacked sequences"):
+        train(str(tiny_t5), ITEMS, SFTConfig(packing=True), 1, tmp_path / "packed")
 
 
 # -------------------------------------------------------------------------------- hf backend

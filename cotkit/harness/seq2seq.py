@@ -17,17 +17,20 @@ from cotkit.harness.train import Objective, TrainExample, WeightedSFT, completio
 
 
 def is_encoder_decoder(model: str) -> bool:
-    """Whether `model` (alias, folder, .gguf file or hub id) is an encoder-decoder model, from its config alone."""
+    """Whether `model` (alias, folder, .gguf file or hub id) is an encoder-decoder model, from its config alone.
+
+    Nothing is downloaded or converted. A model whose config cannot be read here (a served name, an
+    alias or hub id with no local copy offline) counts as a decoder: loading it as one says what is
+    wrong with it.
+    """
     from transformers import AutoConfig
 
-    from cotkit.models import resolve_model_path
+    from cotkit.models import resolve_model
 
-    path = resolve_model_path(model)
     try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read the config of model {model!r}: {e}") from e
-    return bool(getattr(config, "is_encoder_decoder", False))
+        return bool(getattr(AutoConfig.from_pretrained(resolve_model(model, download=False)), "is_encoder_decoder", False))
+    except (ModelError, OSError, ValueError):
+        return False
 
 
 def load_seq2seq_lm(path: str) -> tuple[Any, Any]:
@@ -45,14 +48,12 @@ def load_seq2seq_lm(path: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def seq2seq_objective(objective: Objective, config: Any) -> Objective:
+def seq2seq_objective(objective: Objective) -> Objective:
     """The objective that trains an encoder-decoder model where `objective` would train a causal one.
 
     Plain weighted SFT becomes `Seq2SeqSFT` with the same normalisation; objectives built around
-    one causal sequence (preference pairs, custom loss functions, packing) are refused.
+    one causal sequence (preference pairs, custom loss functions) are refused.
     """
-    if getattr(config, "packing", False):
-        raise ConfigError("sft.packing joins sequences into one causal context: encoder-decoder models train unpacked (drop --sft.packing)")
     if isinstance(objective, Seq2SeqSFT):
         return objective
     if type(objective) is WeightedSFT:
@@ -68,7 +69,7 @@ class Seq2SeqSFT(WeightedSFT):
     backend renders it; a model without one takes text prompts only.
     """
 
-    packable = False  # an encoder reads one prompt: there is no causal context to pack examples into
+    packable = False  # an encoder reads one prompt: there is no causal context to pack examples into (sft.packing is refused)
 
     def features(self, tokenizer: Any, items: Sequence[Any], max_length: int) -> list[dict[str, Any]]:
         out = []

@@ -600,7 +600,7 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
     path = resolve_model_path(model)
     if is_encoder_decoder(path):
         base, tokenizer = load_seq2seq_lm(path)
-        objective = seq2seq_objective(objective, config)
+        objective = seq2seq_objective(objective)
     else:
         base, tokenizer = load_causal_lm(path)
     features = objective.features(tokenizer, items, config.max_length)
