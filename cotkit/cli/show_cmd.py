@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from cotkit.cli import options
+
 #: How each kind is given its options, printed above its table.
 HOW_GIVEN = {
     "task": "-O/--task-option KEY=VALUE, or `task_options:` in a run config",
@@ -24,15 +26,42 @@ RUN_CONFIG_KEY = {"task": "task_options", "backend": "backend_options"}
 
 
 def show(
-    name: str = typer.Argument(
-        ..., help="A plugin name (`cotkit plugins`), KIND:NAME when several kinds share it, or a run directory."
+    names: list[str] = typer.Argument(
+        ...,
+        metavar="NAME...",
+        help="Plugin names (`cotkit plugins`; KIND:NAME when several kinds share one), or run directories "
+        "(several: compared side by side).",
     ),
     yaml_output: bool = typer.Option(False, "--yaml", help="Print the defaults as YAML to paste into a config file."),
+    json_output: options.Json = False,
 ) -> None:
-    """List a plugin's options (name, type, default, help), or the progress of a run directory."""
-    if (Path(name) / "config.yaml").exists():
-        _show_run(Path(name))
+    """List a plugin's options (name, type, default, help), or a run directory's progress; several runs side by side."""
+    from cotkit.errors import ConfigError
+
+    runs = [Path(n) for n in names if (Path(n) / "config.yaml").exists()]
+    if runs and len(runs) < len(names):
+        others = ", ".join(n for n in names if Path(n) not in runs)
+        raise ConfigError(f"cotkit show: give either run directories or plugin names, not both ({others} is not a run directory)")
+    if runs:
+        if yaml_output:
+            raise ConfigError("--yaml prints a plugin's defaults; a run's options are in its config.yaml")
+        summaries = [run_summary(r) for r in runs]
+        if json_output:
+            from cotkit.console import print_json
+
+            print_json(summaries[0] if len(summaries) == 1 else {"runs": summaries})
+        elif len(runs) == 1:
+            _show_run(runs[0])
+        else:
+            _compare_runs(summaries)
         return
+    if json_output:
+        raise ConfigError("--json is for run directories; `cotkit plugins --json` lists every plugin")
+    for name in names:
+        _show_name(name, yaml_output)
+
+
+def _show_name(name: str, yaml_output: bool) -> None:
     from cotkit.errors import ConfigError
 
     found = find_plugins(name)
@@ -152,6 +181,60 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}={x}" for k, x in v.items()) or "{}"
     return str(v)
+
+
+def run_summary(path: Path) -> dict[str, Any]:
+    """A run as JSON: its options, status, phases, and per iteration the dev / held-out evaluations and the funnel."""
+    from cotkit.run import RunContext, load_run
+    from cotkit.run.report import accuracy_of, iteration_rows
+
+    config, state = load_run(path)
+    rows = iteration_rows(RunContext(config, path).metrics_rows())
+
+    def accuracy(ev: dict[str, Any] | None) -> dict[str, Any] | None:
+        got = accuracy_of(ev)
+        return None if got is None else dict(zip(("accuracy", "ci_low", "ci_high", "n"), got))
+
+    heldout = [r for r in rows if "heldout" in r]
+    return {
+        "path": str(path), "method": config.run.method, "task": config.run.task, "model": config.run.model,
+        "status": state.status, "running": state.running, "config": config.to_dict(),
+        "phases": {name: {"seconds": rec.get("seconds"), "finished": rec.get("finished")} for name, rec in state.phases.items()},
+        "iterations": [
+            {"iteration": r["iteration"], "dev": accuracy(r.get("dev")), "heldout": accuracy(r.get("heldout")), "summary": r.get("summary")}
+            for r in rows
+        ],
+        "base_heldout": accuracy(heldout[0]["heldout"]) if heldout and heldout[0]["iteration"] == 0 else None,
+        "final_heldout": accuracy(heldout[-1]["heldout"]) if heldout and heldout[-1]["iteration"] > 0 else None,
+    }  # fmt: skip
+
+
+def _compare_runs(summaries: list[dict[str, Any]]) -> None:
+    """One row per run: what it trained, how far it got, and its base and final accuracies with their intervals."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cotkit.console import out
+
+    def acc(a: dict[str, Any] | None) -> str:
+        if a is None:
+            return "–"
+        return f"{100 * a['accuracy']:.1f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] (n={a['n']})"
+
+    table = Table(title="runs side by side", title_justify="left")
+    for col in ("run", "method", "task", "model", "status", "iterations"):
+        table.add_column(col, overflow="fold")
+    for col in ("last dev accuracy", "base held-out", "final held-out"):
+        table.add_column(col, no_wrap=True)  # a figure is read whole, paths may wrap
+    for s in summaries:
+        its = [i for i in s["iterations"] if i["dev"] is not None]
+        table.add_row(
+            escape(s["path"]), s["method"], s["task"], escape(str(s["model"])), s["status"],
+            str(max((i["iteration"] for i in s["iterations"]), default=0)), acc(its[-1]["dev"]) if its else "–",
+            acc(s["base_heldout"]), acc(s["final_heldout"]),
+        )  # fmt: skip
+    out.print(table)
+    out.print("Intervals are 95% Wilson intervals; runs on different questions (tasks, limits, seeds) are not comparable row by row.")
 
 
 def _show_run(path: Path) -> None:
