@@ -89,6 +89,16 @@ def test_cotkit_sample_shows_verdicts_and_writes_score_rows(cli, tiny_model, dat
     assert json.loads(rescored.stdout)["n"] == 4
 
 
+def test_the_sample_table_shows_a_multiple_choice_questions_choices(cli, host, tiny_model, data_dir):
+    example = host.task("arc:challenge", data_dir=data_dir).examples("test", limit=1)[0]
+    result = cli("--data-dir", data_dir, "sample", "--task", "arc:challenge", "--model", tiny_model, "-n", "1", "--limit", "1",
+                 "--max-new-tokens", "2")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    for choice in example.choices:
+        assert f"({choice.label})" in flat and " ".join(choice.text.split()[:2]) in flat
+
+
 def test_cotkit_sample_errors_are_one_line(cli, tmp_path, data_dir, tiny_model):
     missing = cli("--data-dir", data_dir, "sample", "--task", "gsm8k", "--model", tmp_path / "no-model", "--limit", "1")
     assert missing.exit_code == 2

@@ -89,6 +89,16 @@ def _clip(text: str, width: int) -> str:
     return text if not width or len(text) <= width else text[:width] + f"… (+{len(text) - width} chars)"
 
 
+def _question_cell(example: Any) -> str:
+    """The question, its answer choices when it has some, its id and gold answer (rich markup)."""
+    from rich.markup import escape
+
+    text = escape(_clip(example.question, 300))
+    if example.choices:
+        text += "\n" + escape("  ".join(f"({c.label}) {c.text}" for c in example.choices))
+    return f"{text}\n[dim]{escape(example.id)} · gold {escape(str(example.answer))}[/dim]"
+
+
 def _show(task: str, model: str, samples: list[Any], summary: dict[str, Any], show_prompt: bool, width: int, verifier: str) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -107,7 +117,7 @@ def _show(task: str, model: str, samples: list[Any], summary: dict[str, Any], sh
         if first and previous is not None:
             table.add_section()
         previous = s.example.id
-        question = f"{escape(_clip(s.example.question, 300))}\n[dim]{escape(s.example.id)} · gold {escape(str(s.example.answer))}[/dim]" if first else ""
+        question = _question_cell(s.example) if first else ""
         status = s.verdict.status.value if s.verdict else "-"
         meta = s.meta
         tail = f"\n[dim]{meta.get('n_tokens', '?')} tokens, {meta.get('finish_reason', '?')}[/dim]"
