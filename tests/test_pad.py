@@ -51,12 +51,16 @@ class ScriptedTeacher(Backend):
 
     name = "scripted"
 
-    def __init__(self, model, programs=None, **options):
+    def __init__(self, model, programs=None, count_file=None, **options):
         super().__init__(model, **options)
         with open(programs, encoding="utf-8") as f:
             self.table = json.load(f)
+        self.count_file = count_file
 
     def generate(self, prompts, params, progress=True, seeds=None):
+        if self.count_file:  # generations asked, counted from outside the method
+            with open(self.count_file, "a", encoding="utf-8") as f:
+                f.write(f"{len(prompts) * params.n}\\n")
         out = []
         for p in prompts:
             text = p if isinstance(p, str) else p[-1]["content"]
@@ -174,7 +178,7 @@ def test_teacher_programs_are_kept_only_when_their_result_is_right_and_failures_
     from cotkit_plugins.methods.pad import program_row, training_items
     from cotkit_plugins.methods.pad_programs import clean_program, repair_prompt
 
-    cfg = pad_config()
+    cfg = pad_config(refine_source="teacher")
     ex = example()
     samples, checks = checked(verifier, ex, [CORRECT_72, WRONG_24, CRASH_72, SAME_72])
     rows = [program_row(s, c, "teacher", cfg) for s, c in zip(samples, checks)]
@@ -196,19 +200,27 @@ def test_teacher_programs_are_kept_only_when_their_result_is_right_and_failures_
         NATALIA, CRASH_72, "it fails at line 3 (may = aprl / 2) with NameError: name 'aprl' is not defined"
     )
 
-    errors_only, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(repair_wrong_results=False))
+    errors_only, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(refine_source="teacher", repair_wrong_results=False))
     assert [i.meta["kind"] for i in errors_only] == ["program", "repair"]
     assert "NameError" in errors_only[1].prompt
-    capped, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(repairs_per_question=1))
+    capped, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(refine_source="teacher", repairs_per_question=1))
     assert [i.meta["kind"] for i in capped] == ["program", "repair"]
-    plain, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(self_refine=False))
+    plain, _ = training_items([(rows, [])], {ex.id: ex}, pad_config(refine_source="teacher", self_refine=False))
     assert [i.meta["kind"] for i in plain] == ["program"]
+    # The paper's source is the student's own programs: the teacher's failures teach no repair then.
+    assert pad_config().refine_source == "student"
+    paper, _ = training_items([(rows, [])], {ex.id: ex}, pad_config())
+    assert [i.meta["kind"] for i in paper] == ["program"]
+    # A later round's sample is the last student's: its failures are the student's own.
+    student_rows = [{**r, "sampler": "iter_001/checkpoint"} for r in rows]
+    own, _ = training_items([(student_rows, [])], {ex.id: ex}, pad_config())
+    assert [i.meta["kind"] for i in own] == ["program", "repair", "repair"]
 
 
 def test_a_question_without_a_correct_program_gives_no_training_data_unless_a_repair_is_verified(verifier):
     from cotkit_plugins.methods.pad import program_row, training_items
 
-    cfg = pad_config()
+    cfg = pad_config(refine_source="teacher")
     ex = example(BETTY, "5", "gsm8k/train/2")
     samples, checks = checked(verifier, ex, [BETTY_NO_RETURN])
     rows = [program_row(s, c, "teacher", cfg) for s, c in zip(samples, checks)]
@@ -286,13 +298,15 @@ def teacher_files(tmp_path_factory):
     return d / "scripted_teacher.py", d / "programs.json"
 
 
-def pad_argv(model: Path, out: Path, teacher_files, data_dir: Path) -> list[str]:
-    """A small PaD run where every phase has work: 3 training questions, 1 round, 2 optimizer steps."""
+def pad_argv(model: Path, out: Path, teacher_files, data_dir: Path, counter: Path | None = None) -> list[str]:
+    """A small PaD run where every phase has work: 3 training questions, 1 round, 2 optimizer steps,
+    repair examples from the teacher's failures and from the trained student's own."""
     plugin, programs = teacher_files
     return [
         "--plugin", str(plugin), "--data-dir", str(data_dir),
         "train", "--method", "pad", "--task", "gsm8k", "--model", str(model), "--output-dir", str(out),
-        "--teacher-backend", "scripted", "--teacher-backend-options", f"programs={programs}",
+        "--teacher-backend", "scripted", "--teacher-backend-options", f"programs={programs}", "--refine-source", "both",
+        *(["--teacher-backend-options", f"count_file={counter}"] if counter else []),
         "--train-limit", "3", "--dev-limit", "1", "--heldout-limit", "2", "--shots", "1",
         "--max-new-tokens", "24", "--repair-unsolved", "--steps", "2", "--beam-width", "2", "--beam-expand", "2",
         "--sft.learning-rate", "1e-3", "--sft.warmup-steps", "0", "--sft.batch-size", "2", "--sft.grad-accum", "1",
@@ -322,8 +336,13 @@ def run_cli(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def pad_run(tiny_model, data_dir, teacher_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("pad") / "run"
-    assert run_cli(pad_argv(tiny_model, out, teacher_files, data_dir)) == 0
+    assert run_cli(pad_argv(tiny_model, out, teacher_files, data_dir, counter=out.parent / "teacher_calls.txt")) == 0
     return out
+
+
+def calls(counter: Path) -> int:
+    """Generations the scripted teacher was asked for (prompts x n), counted by the backend itself."""
+    return sum(int(x) for x in counter.read_text().split()) if counter.exists() else 0
 
 
 def phases(run: Path) -> dict:
@@ -340,7 +359,8 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
     done = state["phases"]
     expected = [
         "iter_000/eval_dev", "iter_000/eval_heldout", "iter_001/sample", "iter_001/repair", "iter_001/build",
-        "iter_001/train", "iter_001/eval_dev", "iter_001/eval_heldout", "iter_001/eval_heldout_refine",
+        "iter_001/train", "iter_001/student_programs", "iter_001/refine_build", "iter_001/refine_train",
+        "iter_001/eval_dev", "iter_001/eval_heldout", "iter_001/eval_heldout_refine",
         "iter_001/eval_heldout_stepverify", "iter_001/summary",
     ]  # fmt: skip
     assert list(done) == expected
@@ -348,12 +368,35 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
     # 4 + 2 + 1 programs: 9 have a program (not the prose one), 5 ran, 4 correct (3 of Natalia, 1 of Weng)
     assert (sample["generated"], sample["programs"], sample["ran"], sample["correct"], sample["questions_correct"]) == (12, 10, 5, 4, 2)
     assert sample["unsolved_ids"] == ["gsm8k/train/2"]
-    assert done["iter_001/repair"]["result"] == {"attempts": 1, "repaired": 1, "questions_repaired": 1}
+    assert (sample["teacher_requests"], sample["cache_hits"]) == (12, 0) and calls(pad_run.parent / "teacher_calls.txt") == 13
+    repair = done["iter_001/repair"]["result"]
+    assert repair == {"attempts": 1, "repaired": 1, "questions_repaired": 1, "teacher_requests": 1, "cache_hits": 0}
     build = done["iter_001/build"]["result"]
     assert (build["kept"], build["kept_repaired"], build["duplicates"], build["repair_examples"]) == (3, 1, 2, 4)
     train_rows = rows(pad_run / "iter_001" / "train.jsonl")
     assert len(train_rows) == 7 == done["iter_001/train"]["result"]["examples"]
     assert done["iter_001/train"]["result"]["steps"] == 2 and (pad_run / "iter_001" / "checkpoint" / "config.json").exists()
+
+    # Self-refinement from the trained student's own programs (the reference's extract_code_feedback.py):
+    # it writes programs for the 3 training questions; the tiny random student writes no program, so every
+    # one fails, and each of the 3 questions (all have a verified program now) gets repair examples whose
+    # target is that verified program.
+    own = done["iter_001/student_programs"]["result"]
+    assert own["sampler"] == "student iter_001/checkpoint" and own["generated"] == 12 and "teacher_requests" not in own
+    student_rows = rows(pad_run / "iter_001" / "student_samples.jsonl")
+    assert all(r["sampler"] == "iter_001/checkpoint" and not r["correct"] and r["repair_feedback"] for r in student_rows)
+    refine_rows = rows(pad_run / "iter_001" / "refine.jsonl")
+    repairs = [r for r in refine_rows if r["meta"]["kind"] == "repair"]
+    built_refine = done["iter_001/refine_build"]["result"]
+    assert built_refine["student_repair_examples"] == len(repairs) > 0
+    verified = {r["meta"]["id"]: r["completion"] for r in train_rows if r["meta"]["kind"] == "program"}
+    assert {r["meta"]["id"] for r in repairs} == set(verified) == {"gsm8k/train/0", "gsm8k/train/1", "gsm8k/train/2"}
+    for r in repairs:  # (question, the student's failed program, its feedback) -> the question's verified program
+        assert r["completion"] == verified[r["meta"]["id"]]
+        assert r["prompt"].startswith("Q: ") and "# The solution above is wrong: " in r["prompt"]
+    assert len(refine_rows) == len(repairs) + len(verified)  # the round's programs ride along
+    refined_train = done["iter_001/refine_train"]["result"]
+    assert refined_train["checkpoint"] == "iter_001/refine/checkpoint" and (pad_run / "iter_001" / "refine" / "checkpoint" / "config.json").exists()
 
     base, plain = done["iter_000/eval_heldout"]["result"], done["iter_001/eval_heldout"]["result"]
     refined = done["iter_001/eval_heldout_refine"]["result"]
@@ -369,7 +412,7 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
         assert "".join(r["search"]["steps"]) == r["completion"]
         assert len(r["search"]["step_scores"]) == len(r["search"]["steps"])
         assert all(0 < s <= 1 for s in r["search"]["step_scores"]) and "logprob" in r["search"]
-        assert r["meta"]["model"] == "iter_001/checkpoint"
+        assert r["meta"]["model"] == "iter_001/refine/checkpoint"  # the self-refined student
     # the tiny random student writes no program: every answer goes through one refinement round
     assert refined["refined"] == 2 - plain["correct"]
     refine_rows = rows(pad_run / "iter_001" / "eval_heldout_refine.jsonl")
@@ -384,6 +427,8 @@ def test_end_to_end_run_records_every_phase_the_funnel_and_the_evaluations(pad_r
                 "heldout_refine_accuracy", "heldout_stepverify_accuracy"):
         assert key in summary
     assert (summary["generated"], summary["ran"], summary["correct"], summary["kept"]) == (12, 5, 4, 3)
+    assert (summary["teacher_requests"], summary["cache_hits"], summary["student_programs"]) == (13, 0, 12)
+    assert summary["student_repair_examples"] == len(repairs) and summary["refine_steps"] == 2
     report = (pad_run / "report.md").read_text()
     assert "| after iteration 1, greedy + refinement (1 round(s)) | test |" in report
     assert "| after iteration 1, step-verified beam search (width 2, expand 2, scorer faithfulness) | test |" in report
@@ -413,3 +458,24 @@ def test_kill_between_phases_then_resume_gives_the_same_run(pad_run, tiny_model,
         assert resumed[phase]["result"] == phases(pad_run)[phase]["result"], phase
     assert resumed["iter_001/train"]["result"]["final_loss"] == phases(pad_run)["iter_001/train"]["result"]["final_loss"]
 
+
+
+def test_a_rerun_with_the_same_teacher_cache_asks_the_teacher_nothing(pad_run, tiny_model, data_dir, teacher_files, tmp_path):
+    """A new run directory given the first run's cache file: programs and repairs come from the cache."""
+    counter = tmp_path / "teacher_calls.txt"
+    cache = pad_run / "teacher_cache.jsonl"
+    size = cache.stat().st_size
+    out = tmp_path / "run2"
+    argv = pad_argv(tiny_model, out, teacher_files, data_dir, counter=counter)
+    argv += ["--teacher-cache", str(cache), "--refine-source", "teacher", "--no-refine", "--no-step-verify", "--no-final-eval"]
+    assert run_cli(argv) == 0
+    assert calls(counter) == 0  # not one generation asked of the teacher
+    done = phases(out)
+    assert (done["iter_001/sample"]["result"]["teacher_requests"], done["iter_001/sample"]["result"]["cache_hits"]) == (0, 12)
+    assert (done["iter_001/repair"]["result"]["teacher_requests"], done["iter_001/repair"]["result"]["cache_hits"]) == (0, 1)
+    assert cache.stat().st_size == size and not (out / "teacher_cache.jsonl").exists()
+    assert rows(out / "iter_001" / "samples.jsonl") == rows(pad_run / "iter_001" / "samples.jsonl")
+    # a changed decoding setting misses the cache: the teacher is asked again
+    assert run_cli([*argv[:-5], "--output-dir", str(tmp_path / "run3"), "--max-new-tokens", "25", "--no-refine",
+                    "--no-step-verify", "--no-final-eval", "--steps", "1"]) == 0  # fmt: skip
+    assert calls(counter) == 13

@@ -6,15 +6,24 @@ in cotkit's sandbox through the `program` verifier and is kept only if its resul
 answer. The student is fine-tuned on question -> program (`Q: ...\\n\\n# solution in Python:` ->
 `def solution(): ... return result`) through the shared fine-tuning step.
 
-Self-refinement: every failed teacher program (an exception, no result, or a wrong result) of a
-question that also has a correct program becomes a repair example: the question, the failed
-program and what went wrong in its run -> a correct program for that question. Repair examples are
-mixed into the same training set as the programs (one fine-tune, so one checkpoint does both).
-With `--repair-unsolved` the sampler is also asked to repair its failures on questions it never
-solved; verified repairs join the programs and the repair examples. At evaluation, the refinement
-pass (`--refine`) gives a program that fails or returns no result back to the student in the
-repair format and runs the new program (this needs no gold answer; a wrong but well-formed result
-cannot be noticed and is left alone).
+Self-refinement: a failed program (an exception, no result, or a wrong result) of a question that
+also has a verified program becomes a repair example: the question, the failed program and what
+went wrong in its run -> a verified program for that question. Whose failures (`--refine-source`):
+the paper's are the trained student's own (the reference's extract_code_feedback.py runs the
+student's programs on the training questions): after a round's fine-tune the student writes
+programs for the training questions, they run in the sandbox, and its failures become repair
+examples on which it is fine-tuned further (mixed with the round's programs, so one checkpoint
+still writes programs too). `teacher` mixes the teacher's failed programs into the round's training
+set instead (one fine-tune); `both` does both. With `--repair-unsolved` the sampler is also asked
+to repair its failures on questions it never solved; verified repairs join the programs.
+
+Teacher generations (programs and repairs) go through cotkit's teacher cache (`--teacher-cache`,
+default <run>/teacher_cache.jsonl): a resumed run, or another run given the same file, asks the
+teacher nothing it has answered before.
+
+At evaluation, the refinement pass (`--refine`) gives a program that fails or returns no result
+back to the student in the repair format and runs the new program (this needs no gold answer; a
+wrong but well-formed result cannot be noticed and is left alone).
 
 Step-verified decoding (the paper's step-by-step verification): the final student also decodes
 with step-level beam search, the search of `cotkit eval --search beam`, where a beam's score is the
@@ -41,12 +50,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotkit import (
+    CachedTeacher,
     ConfigError,
     Method,
     ModelSlot,
     SamplingParams,
     SFTConfig,
     SplitLimits,
+    TeacherCache,
     capped_steps,
     fine_tune,
     method_splits,
@@ -114,10 +125,17 @@ class PadConfig(SplitLimits):
     max_per_question: int | None = option(None, help="Keep at most this many correct programs per question.")
     drop_truncated: bool = option(True, help="Discard correct programs that hit --max-new-tokens before ending.")
     strip_docstring: bool = option(True, help="Drop the docstring PAL repeats the question in from student targets.")
-    self_refine: bool = option(True, help="Mix repair examples (question, failed program, error or wrong result -> a correct program) into the training set.")
+    self_refine: bool = option(True, help="Train on repair examples (question, failed program, error or wrong result -> a verified program); --refine-source says whose failures.")
+    refine_source: str = option(
+        "student", help="Whose failed programs become repair examples: the trained student's own (the paper's), the teacher's (mixed into the round's training set), or both.",
+        choices=("student", "teacher", "both"),
+    )  # fmt: skip
     repair_wrong_results: bool = option(True, help="Also make repair examples of programs that ran but returned a wrong answer (else errors only).")
     repairs_per_question: int = option(2, help="At most this many repair examples per question and round.")
     repair_unsolved: bool = option(False, help="Ask the sampler to repair its failed programs of questions it never solved; keep the verified repairs.")
+    teacher_cache: str | None = option(
+        None, help="JSONL cache of teacher generations (default <run>/teacher_cache.jsonl); give several runs one file to share it."
+    )
     iterations: int = option(1, help="Rounds: 1 is PaD (teacher data); later rounds add verified programs and repairs sampled from the latest student.")
     base_prompt: str = option(
         "pal", help="Prompt of the base student before training (it has not learnt the student format).", choices=tuple(PROMPT_STYLES)
@@ -273,6 +291,8 @@ class Pad(Method):
             init = "base" if cfg.init == "base" else current
             trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
         student = trained["checkpoint"]
+        if cfg.self_refine and cfg.refine_source != "teacher" and not trained.get("skipped"):
+            student = self.refine_student(run, it, student)
         style = PROMPT_STYLES["student"] if student != "base" else PROMPT_STYLES[cfg.base_prompt]
         ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(run, student, run.dev, d / "eval_dev.jsonl", "dev", style))
         if run.heldout and it == cfg.iterations:
@@ -407,7 +427,61 @@ class Pad(Method):
         }  # fmt: skip
         return {"split": split, "model": model, "prompt": _prompt_name(style), "decoding": decoding, **beam, **summary}
 
+    # -- self-refinement from the student's own programs ---------------------------------------
+
+    def refine_student(self, run: PadRun, it: int, student: str) -> str:
+        """The round's student writes programs for the training questions; its failures become repair
+        examples (target: a verified program of the question) and it is fine-tuned on them; the refined student."""
+        ctx, d, name = run.ctx, run.ctx.iter_dir(it), f"iter_{it:03d}"
+        ctx.phase(f"{name}/student_programs", lambda: self.sample_programs(run, student, d / "student_samples.jsonl", f"{name}/student_programs"))
+        run.models.close()  # free the student's memory before fine-tuning
+        built = ctx.phase(f"{name}/refine_build", lambda: self.build_refine_set(ctx, it, run.by_id))
+        if built["student_repair_examples"] == 0:
+            ctx.log(f"[yellow]{name}: the student failed no question that has a verified program; no self-refinement this round[/yellow]")
+            return student
+        refined = ctx.phase(f"{name}/refine_train", lambda: self.train_refiner(ctx, student, d, it), all_processes=True)
+        return refined["checkpoint"]
+
+    def build_refine_set(self, ctx: Any, it: int, by_id: dict[str, Any]) -> dict[str, Any]:
+        """Repair examples from the student's failed programs, with the round's programs: iter_NNN/refine.jsonl."""
+        from cotkit import TrainExample, atomic_write_jsonl
+
+        d = ctx.iter_dir(it)
+        programs = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
+        programs = [ex for ex in programs if ex.meta.get("kind") == "program"]
+        verified: dict[str, list[str]] = {}
+        for ex in programs:
+            verified.setdefault(ex.meta["id"], []).append(ex.completion)
+        repairs = repair_items(failures_of(read_jsonl(d / "student_samples.jsonl"), ctx.options), verified, by_id, ctx.options)
+        atomic_write_jsonl(d / "refine.jsonl", [ex.to_dict() for ex in [*repairs, *programs]])
+        return {"student_repair_examples": len(repairs), "refine_examples": len(repairs) + len(programs)}
+
+    def train_refiner(self, ctx: Any, student: str, d: Path, it: int) -> dict[str, Any]:
+        """Fine-tune the round's student on d/refine.jsonl; the checkpoint goes to d/refine/checkpoint."""
+        from cotkit import TrainExample
+
+        cfg: PadConfig = ctx.options
+        items = [TrainExample.from_dict(r) for r in read_jsonl(d / "refine.jsonl")]
+        steps = cfg.steps or capped_steps(len(items), cfg.epochs, cfg.sft)
+        phase = f"iter_{it:03d}/refine_train"
+        _, row = fine_tune(ctx, phase, f"self-refinement round {it}", ctx.model_path(student), items, cfg.sft, steps, d / "refine")
+        return {**row, "checkpoint": f"{d.name}/refine/checkpoint"}  # fine_tune names it relative to d, not to the run
+
     # -- data --------------------------------------------------------------------------------
+
+    def teacher(self, run: PadRun) -> CachedTeacher:
+        """The teacher behind the run's teacher cache: loaded (through the run's model slot) only for prompts the cache lacks."""
+        ctx, cfg = run.ctx, run.cfg
+        cache = TeacherCache(Path(cfg.teacher_cache) if cfg.teacher_cache else ctx.path / "teacher_cache.jsonl")
+        # As Fine-tune-CoT's: the backend and model name the teacher; backend options (batch size,
+        # a count file) do not change what it writes, so they stay out of the key.
+        identity = {"backend": cfg.teacher_backend or ctx.run_config.backend, "model": cfg.teacher_model or ctx.run_config.model}
+        # Not closed here: the model slot owns the backend and frees it before training.
+        return CachedTeacher(lambda: run.models.get(TEACHER), identity, cache)
+
+    def sampler_backend(self, run: PadRun, sampler: str) -> Any:
+        """The teacher behind its cache, or a student's backend."""
+        return self.teacher(run) if sampler == TEACHER else run.models.get(sampler)
 
     def sample_programs(self, run: PadRun, sampler: str, output: Path, phase: str) -> dict[str, Any]:
         """Sample programs for the fit questions (teacher: PAL few-shot; a student: its own format); run and save every one."""
@@ -416,7 +490,8 @@ class Pad(Method):
         ctx, cfg, examples = run.ctx, run.cfg, run.fit
         style = PROMPT_STYLES[cfg.teacher_prompt] if sampler == TEACHER else PROMPT_STYLES["student"]
         params = run.params(style, n=cfg.samples_per_question, temperature=cfg.temperature, seed=ctx.seed_for(phase))
-        samples = sample(run.prompts, examples, run.models.get(sampler), params, style=style, progress=True)
+        backend = self.sampler_backend(run, sampler)
+        samples = sample(run.prompts, examples, backend, params, style=style, progress=True)
         checks = run.verifier.check(samples)
         rows = [program_row(s, c, sampler, cfg) for s, c in zip(samples, checks)]
         from cotkit import atomic_write_jsonl
@@ -438,6 +513,7 @@ class Pad(Method):
             "truncated": sum(1 for r in rows if r["truncated"]),
             "outcomes": outcomes,
             "unsolved_ids": [e.id for e in examples if e.id not in solved],
+            **_teacher_counts(backend),
         }
 
     def repair_programs(self, run: PadRun, sampler: str, d: Path, unsolved: set[str], phase: str) -> dict[str, Any]:
@@ -463,7 +539,8 @@ class Pad(Method):
             style = PROMPT_STYLES["student"]
             prompts = [repair_prompt(ex.question, prog, fb) for ex, prog, fb in todo]
         params = run.params(style, n=1, temperature=cfg.temperature, seed=ctx.seed_for(phase))
-        grid = run.models.get(sampler).generate(prompts, params, progress=True) if prompts else []
+        backend = self.sampler_backend(run, sampler)
+        grid = backend.generate(prompts, params, progress=True) if prompts else []
         samples = [Sample(example=ex, completion=g[0].text, stop=list(STOPS)) for (ex, _, _), g in zip(todo, grid)]
         for s, g in zip(samples, grid):
             s.meta = {"finish_reason": g[0].finish_reason, "n_tokens": g[0].n_tokens}
@@ -478,6 +555,7 @@ class Pad(Method):
             "attempts": len(rows),
             "repaired": sum(1 for r in rows if r["correct"]),
             "questions_repaired": len({r["id"] for r in rows if r["correct"]}),
+            **_teacher_counts(backend),
         }
 
     def build_train_set(self, ctx: Any, it: int, by_id: dict[str, Any]) -> dict[str, Any]:
@@ -514,6 +592,9 @@ class Pad(Method):
         b = ctx.result(f"{name}/build")
         t = ctx.result(f"{name}/train")
         e = ctx.result(f"{name}/eval_dev")
+        sp = ctx.result(f"{name}/student_programs") if ctx.done(f"{name}/student_programs") else {}
+        rb = ctx.result(f"{name}/refine_build") if ctx.done(f"{name}/refine_build") else {}
+        rt = ctx.result(f"{name}/refine_train") if ctx.done(f"{name}/refine_train") else {}
         row: dict[str, Any] = {
             "questions": s["questions"],
             "samples": s["generated"],
@@ -529,6 +610,12 @@ class Pad(Method):
             "train_examples": b["train_examples"],
             "train_tokens": b["train_tokens"],
             "steps": t.get("steps", 0),
+            "teacher_requests": s.get("teacher_requests", 0) + r.get("teacher_requests", 0),
+            "cache_hits": s.get("cache_hits", 0) + r.get("cache_hits", 0),
+            "student_programs": sp.get("generated", 0),
+            "student_correct": sp.get("correct", 0),
+            "student_repair_examples": rb.get("student_repair_examples", 0),
+            "refine_steps": rt.get("steps", 0),
             "dev_accuracy": e["accuracy"],
             "dev_ci_low": e["ci_low"],
             "dev_ci_high": e["ci_high"],
@@ -596,14 +683,18 @@ def training_items(
     """The training set from the rows of each round so far: (sampled rows, repaired rows) per round.
 
     A correct program is kept once per question (same syntax tree = duplicate) as question ->
-    program. With `self_refine`, each failed program of a question that has a kept program becomes
-    a repair example (question, failed program, feedback -> a kept program, or the verified repair
-    of exactly that failure), at most `repairs_per_question` distinct ones per question.
+    program. With `self_refine` and a refine source that includes the teacher, each failed teacher
+    program of a question that has a kept program becomes a repair example (question, failed
+    program, feedback -> a kept program, or the verified repair of exactly that failure), at most
+    `repairs_per_question` distinct ones per question. (The student's own failures are turned into
+    repair examples after its fine-tune: `Pad.refine_student`.)
     """
     from cotkit import TrainExample
 
     programs: dict[str, list[tuple[str, str]]] = {}  # id -> [(key, target program)]
     failures: dict[str, list[tuple[str, str, str | None]]] = {}  # id -> [(shown, feedback, its fix)]
+    # A round-2+ sample comes from the last student: its failures are the student's own.
+    source_ok = {"teacher": lambda r: r["sampler"] == TEACHER, "student": lambda r: r["sampler"] != TEACHER, "both": lambda r: True}[cfg.refine_source]
     counts = {"kept_sampled": 0, "kept_repaired": 0, "duplicates": 0, "dropped_truncated": 0, "over_cap": 0}
 
     def keep(qid: str, program: str, source: str) -> str | None:
@@ -628,21 +719,54 @@ def training_items(
                     counts["dropped_truncated"] += 1
                 else:
                     keep(row["id"], row["program"], "sampled")
-            elif row.get("repair_feedback") is not None and (cfg.repair_wrong_results or row["failure"] != "wrong_result"):
-                failures.setdefault(row["id"], []).append((row["repair_program"], row["repair_feedback"], None))
+        for qid, failed in failures_of([r for r in sampled if source_ok(r)], cfg).items():
+            failures.setdefault(qid, []).extend(failed)
         for row in repaired:
             if row["correct"] and not (cfg.drop_truncated and row["truncated"]):
                 fix = keep(row["id"], row["program"], "repaired")
-                failures.setdefault(row["id"], []).insert(0, (row["wrong_program"], row["feedback"], fix))
+                if source_ok(row):
+                    failures.setdefault(row["id"], []).insert(0, (row["wrong_program"], row["feedback"], fix))
     items: list[Any] = []
     for qid, have in programs.items():
         question = by_id[qid].question
         items.extend(TrainExample(student_prompt(question), target, 1.0, {"id": qid, "kind": "program"}) for _, target in have)
-    repairs = 0
-    for qid, failed in failures.items() if cfg.self_refine else ():
-        have = programs.get(qid) or []
+    verified = {qid: [target for _, target in have] for qid, have in programs.items()}
+    repair_examples = repair_items(failures, verified, by_id, cfg) if cfg.self_refine else []
+    items.extend(repair_examples)
+    repairs = len(repair_examples)
+    return items, {
+        "kept": len(items) - repairs,
+        "train_questions": sum(1 for v in programs.values() if v),
+        "repair_examples": repairs,
+        "train_examples": len(items),
+        **counts,
+    }
+
+
+def failures_of(rows: list[dict[str, Any]], cfg: PadConfig) -> dict[str, list[tuple[str, str, str | None]]]:
+    """The failed programs of sampled rows that can teach a repair, by question: (shown program, feedback, no fix yet)."""
+    out: dict[str, list[tuple[str, str, str | None]]] = {}
+    for row in rows:
+        if not row["correct"] and row.get("repair_feedback") is not None and (cfg.repair_wrong_results or row["failure"] != "wrong_result"):
+            out.setdefault(row["id"], []).append((row["repair_program"], row["repair_feedback"], None))
+    return out
+
+
+def repair_items(
+    failures: dict[str, list[tuple[str, str, str | None]]], verified: dict[str, list[str]], by_id: dict[str, Any], cfg: PadConfig
+) -> list[Any]:
+    """Repair examples: (question, failed program, feedback) -> its verified fix, or a verified program of the question.
+
+    At most `repairs_per_question` distinct (program, feedback) pairs per question; a question
+    without a verified program teaches no repair.
+    """
+    from cotkit import TrainExample
+
+    items = []
+    for qid, failed in failures.items():
+        have = verified.get(qid) or []
         if not have:
-            continue  # no correct program to teach the repair with
+            continue
         question = by_id[qid].question
         used: set[tuple[str, str]] = set()
         for shown, feedback, fix in failed:
@@ -651,17 +775,17 @@ def training_items(
             key = (program_key(shown), feedback)
             if key in used:
                 continue
-            target = fix or have[len(used) % len(have)][1]
+            target = fix or have[len(used) % len(have)]
             used.add(key)
             items.append(TrainExample(repair_prompt(question, shown, feedback), target, 1.0, {"id": qid, "kind": "repair"}))
-            repairs += 1
-    return items, {
-        "kept": len(items) - repairs,
-        "train_questions": sum(1 for v in programs.values() if v),
-        "repair_examples": repairs,
-        "train_examples": len(items),
-        **counts,
-    }
+    return items
+
+
+def _teacher_counts(backend: Any) -> dict[str, int]:
+    """Generations asked of the teacher and served from its cache (none for a student)."""
+    if not isinstance(backend, CachedTeacher):
+        return {}
+    return {"teacher_requests": backend.requests, "cache_hits": backend.hits}
 
 
 def _prompt_name(style: str) -> str:
