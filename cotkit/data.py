@@ -6,9 +6,10 @@ neither source works the error says what is missing and how to supply it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,18 @@ def find_local(data_dir: Path | None, candidates: Sequence[str]) -> Path | None:
     return None
 
 
+#: Seconds to wait for the hub's host before treating the machine as offline.
+HUB_PROBE_SECONDS = 3.0
+
+
 def hub_rows(dataset: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    """Rows of a Hugging Face hub dataset split (imports `datasets` only here)."""
+    """Rows of a Hugging Face hub dataset split (imports `datasets` only here).
+
+    On a machine that cannot reach the hub, huggingface_hub retries every request five times with
+    back-off (about 25 s and six warnings per dataset) before it fails. One short connection probe
+    first: when the hub's host does not answer, the dataset is read in the libraries' offline mode,
+    which serves the local datasets cache at once and fails at once without it.
+    """
     try:
         import datasets
     except ImportError as e:
@@ -67,8 +78,50 @@ def hub_rows(dataset: str, config: str | None, split: str) -> list[dict[str, Any
             f"loading {dataset} from the Hugging Face hub needs the `datasets` package "
             "(pip install 'cotkit[models]'), or pass --data-dir with the publisher's files"
         ) from e
-    ds = datasets.load_dataset(dataset, config, split=split)
+    unreachable = hub_unreachable()
+    try:
+        with _hub_offline(unreachable is not None):
+            ds = datasets.load_dataset(dataset, config, split=split)
+    except Exception as e:
+        if unreachable is None:
+            raise
+        raise ConnectionError(f"the hub cannot be reached ({unreachable}) and the dataset is not in the local cache") from e
     return [dict(r) for r in ds]
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached (None when it answers, or when offline mode is already on)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or e}"
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's and datasets' offline mode, which they read from HF_HUB_OFFLINE at import."""
+    if not offline:
+        yield
+        return
+    import datasets.config
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = before
 
 
 def load_rows(

@@ -363,3 +363,16 @@ def test_no_data_dir_and_offline_hub_fails_fast(tmp_path):
     }
     for name, hub in hubs.items():
         assert hub in out[name] and "--data-dir" in out[name] and "COTKIT_DATA_DIR" in out[name], out[name]
+
+
+def test_without_a_data_dir_an_unreachable_hub_fails_at_once_in_one_line(tmp_path):
+    """No 25 s of retries and six warnings: one probe of the hub's host, then one line naming what to do."""
+    env = {k: v for k, v in os.environ.items() if k != "COTKIT_DATA_DIR"}
+    # a closed local port stands for a hub that does not answer; an empty cache holds no dataset
+    env.update({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"), "COTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    done = subprocess.run([sys.executable, "-m", "cotkit", "sample", "--task", "gsm8k", "--limit", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Retrying" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "the hub cannot be reached (127.0.0.1:9" in line and "--data-dir" in line
