@@ -34,8 +34,9 @@ def test_the_helper_keeps_the_model_in_use_and_waits_for_the_summary(tmp_path):
     for it in (1, 2, 3):
         (tmp_path / f"iter_{it:03d}" / "checkpoint").mkdir(parents=True)
     assert prune_checkpoints(_Ctx(tmp_path, set()), 3, keep="iter_003/checkpoint") == []  # summary not recorded yet
+    (tmp_path / "iter_002" / "refine" / "checkpoint").mkdir(parents=True)  # a method's second model of an iteration
     ctx = _Ctx(tmp_path, {"iter_003/summary"})
-    assert prune_checkpoints(ctx, 3, keep="iter_001/checkpoint") == ["iter_002/checkpoint"]
+    assert prune_checkpoints(ctx, 3, keep="iter_001/checkpoint") == ["iter_002/checkpoint", "iter_002/refine/checkpoint"]
     assert (tmp_path / "iter_001" / "checkpoint").is_dir() and (tmp_path / "iter_003" / "checkpoint").is_dir()
 
 

@@ -152,13 +152,13 @@ def greedy_accuracy(
 
 
 def prune_checkpoints(ctx: Any, iteration: int, keep: str) -> list[str]:
-    """Delete earlier iterations' `iter_NNN/checkpoint` folders, never `keep` (main process only).
+    """Delete the checkpoint folders of earlier iterations (`iter_NNN/checkpoint`, `iter_NNN/*/checkpoint`), never `keep`.
 
     `keep` is the model reference the method goes on with ("base" or "iter_NNN/checkpoint"): when
     an iteration trained nothing, the method keeps using an older checkpoint, and deleting it would
     leave the next sampling phase and the reported final model pointing at a missing folder. Runs
-    only once the iteration's summary phase is recorded, so a resumed run never needs a pruned one.
-    Returns the references removed.
+    only once the iteration's summary phase is recorded, so a resumed run never needs a pruned one,
+    and only on the main process. Returns the references removed.
     """
     import shutil
 
@@ -168,11 +168,12 @@ def prune_checkpoints(ctx: Any, iteration: int, keep: str) -> list[str]:
         return []
     removed = []
     for prev in range(1, iteration):
-        ref = f"iter_{prev:03d}/checkpoint"
-        folder = ctx.path / ref
-        if ref != keep and folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(ref)
+        folder = ctx.path / f"iter_{prev:03d}"
+        for found in sorted([folder / "checkpoint", *folder.glob("*/checkpoint")]):
+            ref = found.relative_to(ctx.path).as_posix()
+            if ref != keep and found.is_dir():
+                shutil.rmtree(found, ignore_errors=True)
+                removed.append(ref)
     return removed
 
 
