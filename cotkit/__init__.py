@@ -80,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "phase_seconds": "cotkit.harness.iterate",
     "prune_checkpoints": "cotkit.harness.iterate",
     "TrainExample": "cotkit.harness.train",
+    "is_encoder_decoder": "cotkit.harness.seq2seq",
     "render_prompt_ids": "cotkit.harness.train",
     "completion_ids": "cotkit.harness.train",
     "Objective": "cotkit.harness.train",
@@ -221,6 +222,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     )
     from cotkit.harness.preference import DPONLLObjective, PreferencePair
     from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample
+    from cotkit.harness.seq2seq import is_encoder_decoder
     from cotkit.harness.stepsearch import BeamBackend, BeamSettings, make_step_scorer, prompt_key
     from cotkit.harness.teacher_cache import CachedTeacher, TeacherCache
     from cotkit.harness.train import (

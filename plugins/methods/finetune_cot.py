@@ -45,6 +45,7 @@ from cotkit import (
     capped_steps,
     check_key_env_name,
     fine_tune,
+    is_encoder_decoder,
     method_splits,
     option,
     phase_seconds,
@@ -151,16 +152,6 @@ def answer_text(task: Any, example: Example) -> str:
     """The gold answer as the task writes it in an answer sentence (`(C)` for options)."""
     fn = getattr(task, "answer_text", None)
     return fn(example) if fn is not None else example.answer
-
-
-def is_encoder_decoder(model: str) -> bool:
-    """Whether `model` is an encoder-decoder (T5-like), from its transformers config (a model without one is a decoder)."""
-    from transformers import AutoConfig
-
-    try:
-        return bool(getattr(AutoConfig.from_pretrained(model), "is_encoder_decoder", False))
-    except (OSError, ValueError):  # a .gguf file, a served name, a hub id offline: not a transformers encoder-decoder
-        return False
 
 
 def student_layout(fmt: str, model: str) -> str:
