@@ -96,7 +96,10 @@ def test_end_to_end(first_run):
     for key in ("accuracy", "contains_answer", "correct_format"):
         assert summary[f"heldout_{key}"] == state["phases"]["iter_001/eval_heldout"]["result"][key]
         assert summary[f"dev_{key}_ci_low" if key != "accuracy" else "dev_ci_low"] <= summary[f"dev_{key}"]
-    assert (out / "report.md").exists()
+    report = (out / "report.md").read_text()
+    final = state["phases"]["iter_001/eval_heldout"]["result"]
+    assert "| contains answer [95% CI] | correct format [95% CI] |" in report
+    assert f"{100 * final['contains_answer']:.1f}% [{100 * final['contains_answer_ci_low']:.1f}, " in report
     assert "finetune-cot" in (out / "config.yaml").read_text()
 
 

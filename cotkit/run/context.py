@@ -179,7 +179,7 @@ class RunContext(Generic[ConfigT]):
     # -- metrics -----------------------------------------------------------------------------
 
     def metrics_rows(self) -> list[dict[str, Any]]:
-        """One row per completed phase: its name, iteration, seconds and scalar results."""
+        """One row per completed phase: its name, iteration, seconds, scalar results and its `rates` (see cotkit.run.report)."""
         rows = []
         for name, rec in self.state.phases.items():
             row: dict[str, Any] = {"phase": name}
@@ -190,7 +190,7 @@ class RunContext(Generic[ConfigT]):
             result = rec.get("result")
             if isinstance(result, dict):
                 for k, v in result.items():
-                    if v is None or isinstance(v, (int, float, str, bool)):
+                    if v is None or isinstance(v, (int, float, str, bool)) or (k == "rates" and isinstance(v, dict)):
                         row[k] = v
             rows.append(row)
         return rows

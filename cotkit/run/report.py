@@ -7,7 +7,10 @@ Conventions a method follows to get a report: evaluation phases are named
 funnel counts. `iter_NNN/eval_heldout_<variant>` phases (the same held-out examples decoded another
 way, e.g. PaD's refinement pass) are listed under the plain one, labelled by their `decoding`
 field; `iter_NNN/eval_dev_<variant>` phases (e.g. a majority vote over samples) are a column of
-the dev table beside the plain accuracy, headed by their `decoding` field. Everything else in metrics.jsonl is listed as it is.
+the dev table beside the plain accuracy, headed by their `decoding` field. An evaluation's
+`rates` ({label: {count, n}}, e.g. Fine-tune-CoT's `contains answer` and `correct format`) are
+columns of the held-out table, each with its 95% interval. Everything else in metrics.jsonl is
+listed as it is.
 """
 
 from __future__ import annotations
@@ -126,6 +129,16 @@ def iteration_table(rows: list[dict[str, Any]], title: str = "iterations") -> An
     return table
 
 
+def _rate(rate: dict[str, Any] | None) -> str:
+    """`62.0% [52.2, 70.9] (n=100)` of a method's own rate ({count, n}), e.g. Fine-tune-CoT's `contains answer`."""
+    if not rate or not rate.get("n"):
+        return "–"
+    from cotkit.stats import wilson_interval
+
+    low, high = wilson_interval(rate["count"], rate["n"])
+    return f"{100 * rate['count'] / rate['n']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (n={rate['n']})"
+
+
 def _top(ev: dict[str, Any] | None) -> str:
     ev = ev or {}
     if ev.get("top_answer") is None:
@@ -188,19 +201,25 @@ def write_report(run_dir: str | Path, config: dict[str, Any], metrics: list[dict
     held = [r for r in rows if "heldout" in r]
     if held:
         lines += ["## Final evaluation on the task's held-out split", ""]
+        evals = [ev for r in held for ev in (r["heldout"], *(r.get("heldout_variants") or {}).values())]
+        rates = list(dict.fromkeys(label for ev in evals for label in ev.get("rates") or {}))  # a method's own rates
         lines += [
             "Accuracy is correct / n over all rows: unparseable, timeout and error rows count as not correct.",
             "",
-            "| model | split | accuracy [95% CI] | accuracy of parsed answers | unparseable | timeouts | errors | most common answer |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | split | accuracy [95% CI] | accuracy of parsed answers | unparseable | timeouts | errors | most common answer |"
+            + "".join(f" {label} [95% CI] |" for label in rates),
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(rates),
         ]
+
+        def row(who: str, ev: dict[str, Any]) -> str:
+            cells = "".join(f" {_rate((ev.get('rates') or {}).get(label))} |" for label in rates)
+            return f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {' | '.join(_verdict_cells(ev))} | {_top(ev)} |{cells}"
+
         for r in held:
-            ev = r["heldout"]
             who = "base model" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
-            lines.append(f"| {who} | {ev.get('split', '?')} | {fmt_acc(ev)} | {' | '.join(_verdict_cells(ev))} | {_top(ev)} |")
+            lines.append(row(who, r["heldout"]))
             for variant, ev in (r.get("heldout_variants") or {}).items():
-                label = ev.get("decoding") or variant
-                lines.append(f"| {who}, {label} | {ev.get('split', '?')} | {fmt_acc(ev)} | {' | '.join(_verdict_cells(ev))} | {_top(ev)} |")
+                lines.append(row(f"{who}, {ev.get('decoding') or variant}", ev))
         a, b = accuracy_of(held[0]["heldout"]), accuracy_of(held[-1]["heldout"])
         if len(held) >= 2 and a is not None and b is not None:
             delta = 100 * (b[0] - a[0])

@@ -261,11 +261,13 @@ def format_summary(checks: list[dict[str, bool]]) -> dict[str, Any]:
     """Counts, rates over all n rows and 95% intervals of `contains_answer` and `correct_format`."""
     from cotkit import wilson_interval
 
-    n, out = len(checks), {}
+    n, out, rates = len(checks), {}, {}
     for key in ("contains_answer", "correct_format"):
         count = sum(1 for c in checks if c[key])
         low, high = wilson_interval(count, n)
         out.update({key: round(count / n, 6) if n else 0.0, f"{key}_count": count, f"{key}_ci_low": round(low, 6), f"{key}_ci_high": round(high, 6)})
+        rates[key.replace("_", " ")] = {"count": count, "n": n}
+    out["rates"] = rates  # report.md shows each as a column beside the accuracy
     return out
 
 
