@@ -54,10 +54,11 @@ def score(
     out.print(table)
     failed = summary["errors"] + summary["timeouts"]
     if failed:
-        shown = summary["problems"]
-        out.print(f"errors and timeouts ({len(shown)} of {failed}{'; every reason is in --output' if output else ''}):", highlight=False)
-        for reason in shown:
-            out.print(f"  {reason}", highlight=False, markup=False)
+        out.print(f"why {failed} rows errored or timed out, most common first{' (every row is in --output)' if output else ''}:",
+                  highlight=False)  # fmt: skip
+        for p in summary["problems"]:
+            lines = ", ".join(map(str, p["lines"][:8])) + (", ..." if len(p["lines"]) > 8 else "")
+            out.print(f"  {p['count']} x {p['reason']} (line{'s' if p['count'] > 1 else ''} {lines})", highlight=False, markup=False)
     if output:
         out.print(f"wrote {summary['n']} rows to {output}")
 

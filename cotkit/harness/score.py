@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from cotkit.types import Sample, Status, Verdict
 VERDICT_FIELDS = ("verdict", "correct", "extracted", "normalized", "reason")
 
 
-#: Error and timeout reasons a summary lists (the output file holds every row's).
+#: Distinct error and timeout reasons a summary lists, most common first (the output file holds every row's).
 REASONS_SHOWN = 10
 
 
@@ -85,19 +86,16 @@ def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -
     return out_rows, summary
 
 
-def problem_reasons(verdicts: list[Verdict], line_numbers: list[int]) -> list[str]:
-    """`line N: timeout: ...` for the first REASONS_SHOWN rows that errored or timed out."""
-    shown = []
+def problem_reasons(verdicts: list[Verdict], line_numbers: list[int]) -> list[dict[str, Any]]:
+    """The most common reasons rows errored or timed out: [{reason, count, lines}], most common first."""
+    groups: dict[str, list[int]] = {}
     for verdict, lineno in zip(verdicts, line_numbers):
         if verdict.status not in (Status.ERROR, Status.TIMEOUT):
             continue
-        reason = verdict.reason or "(no reason given)"
-        if not reason.startswith("line "):
-            reason = f"line {lineno}: {verdict.status.value}: {reason}"
-        shown.append(reason)
-        if len(shown) == REASONS_SHOWN:
-            break
-    return shown
+        reason = re.sub(r"^line \d+: ", "", verdict.reason or "(no reason given)")
+        groups.setdefault(f"{verdict.status.value}: {reason}", []).append(lineno)
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    return [{"reason": reason, "count": len(lines), "lines": lines} for reason, lines in ranked[:REASONS_SHOWN]]
 
 
 def score_file(task: Task, input_path: Path, verifier_name: str | None, output: Path | None) -> dict[str, Any]:
