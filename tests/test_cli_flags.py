@@ -33,3 +33,20 @@ def test_key_value_mappings_are_shown_singular_and_accepted_either_way(cli):
     for spelling in ("--backend-option", "--backend-options"):
         r = cli("train", "--method", "star", "--task", "gsm8k", spelling, "batch_size=2", "--dry-run")
         assert r.exit_code == 0 and "  batch_size: 2" in r.stdout.splitlines(), r.stderr
+
+
+def test_shell_completion_completes_commands_and_options():
+    """What `cotkit --install-completion` installs: the shell asks cotkit itself for candidates."""
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_COTKIT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+        done = subprocess.run([sys.executable, "-m", "cotkit"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("cotkit tr") == ["train"]
+    assert "--method" in complete("cotkit train --me")
+    assert "--install-completion" in complete("cotkit --inst")

@@ -104,6 +104,10 @@ class _RootGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         _no_type_for_switches(self)
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        # typer appends --install-completion and --show-completion after the group is built
+        return [_no_metavar(p) if getattr(p, "is_flag", False) else p for p in super().get_params(ctx)]
+
     def list_commands(self, ctx: Any) -> list[str]:
         self._load_plugins(ctx)
         return super().list_commands(ctx)
@@ -131,7 +135,7 @@ def build_app() -> typer.Typer:
     """The Typer app with every built-in command (plugins add theirs when it runs)."""
     from cotkit.cli import commands
 
-    app = typer.Typer(cls=_RootGroup, help=HELP, add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(cls=_RootGroup, help=HELP, add_completion=True, pretty_exceptions_enable=False)
     app.callback(invoke_without_command=True)(_root_callback)
     commands.register_all(app)
     return app
