@@ -50,3 +50,22 @@ def test_shell_completion_completes_commands_and_options():
     assert complete("cotkit tr") == ["train"]
     assert "--method" in complete("cotkit train --me")
     assert "--install-completion" in complete("cotkit --inst")
+
+
+def test_json_on_the_commands_that_print_tables(cli, tiny_model, data_dir, tmp_path):
+    """sample and train print one JSON object on stdout with --json, and nothing else there."""
+    import json
+    from pathlib import Path
+
+    plugin = Path(__file__).parent / "fixtures" / "run_methods.py"
+    r = cli("--plugin", plugin, "--data-dir", data_dir, "train", "--method", "tally", "--task", "gsm8k", "--model", tiny_model,
+            "-o", tmp_path / "run", "--rounds", "2", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)
+    assert (run["method"], run["status"], list(run["phases"])) == ("tally", "complete", ["iter_001/step", "iter_002/step"])
+
+    r = cli("--data-dir", data_dir, "sample", "--task", "gsm8k", "--model", tiny_model, "-n", "2", "--limit", "1",
+            "--max-new-tokens", "3", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["summary"]["n"] == 2 and len(got["samples"]) == 2 and {"completion", "verdict"} <= set(got["samples"][0])

@@ -31,6 +31,7 @@ def sample_command(
     width: Annotated[int, typer.Option("--width", help="Characters of each completion shown in the table (0: all).")] = 400,
     task_option: options.TaskOptions = None,
     backend_option: options.BackendOptions = None,
+    json_output: options.Json = False,
 ) -> None:
     """Sample completions, verify them, show each question's completions with verdicts; save with --output."""
     from cotkit.cli.common import make_task
@@ -73,12 +74,20 @@ def sample_command(
     finally:
         checker.close()
     summary = summarize(verdicts)
+    rows = [sample_row(s, include_prompt=include_prompt) for s in samples]
+    if output is not None:
+        from cotkit.outputs import save_jsonl
+
+        save_jsonl(output, rows, "--output")
+    if json_output:
+        from cotkit.console import print_json
+
+        print_json({"task": task_obj.full_name, "model": model, "verifier": checker.name, "summary": summary, "samples": rows})
+        return
     _show(task_obj.full_name, model, samples, summary, show_prompt, width, checker.name)
     if output is not None:
         from cotkit.console import out
-        from cotkit.outputs import save_jsonl
 
-        save_jsonl(output, [sample_row(s, include_prompt=include_prompt) for s in samples], "--output")
         out.print(f"wrote {len(samples)} samples to {output}")
 
 

@@ -33,6 +33,7 @@ def train(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/<method>-<task>-<model>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last completed phase."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    json_output: options.Json = False,
 ) -> None:
     """Train with a method (sample, verify, fine-tune, evaluate) in a resumable run directory."""
     from cotkit.cli.state import options as global_options
@@ -75,6 +76,12 @@ def train(
     except RunInterrupted as e:  # Ctrl-C: the run is marked interrupted; say how to continue it
         err.print(f"Interrupted: the run is kept; resume with: {e.resume}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    if json_output:
+        from cotkit.cli.show_cmd import run_summary
+        from cotkit.console import print_json
+
+        print_json(run_summary(run_ctx.path))
+        return
     rows = iteration_rows(run_ctx.metrics_rows())
     if not out.is_terminal:  # on a terminal the run has just shown this table
         out.print(iteration_table(rows, title=f"{resolved.run.method} on {resolved.run.task}: held-out accuracy per iteration"))
