@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from cotkit.errors import ConfigError, UnknownNameError
 from cotkit.models import DEFAULT_MODEL
@@ -63,18 +63,24 @@ class RunConfig:
     seed: int = option(0, help="Seed of sampling, data order and initialisation; same seed, same run.")
     split_seed: int = option(1234, help="Seed of the dev/fit carving of the task's training split.")
     dev_size: int | None = option(None, help="Size of the dev split carved from train (default: the task's, 10%).")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "none"]] = option(
+        default_factory=list,
+        help="Experiment trackers that get the config, metrics, step losses and accuracy plot (repeatable or comma-separated).",
+    )
 
     def __post_init__(self) -> None:
         if self.dev_size is not None and self.dev_size < 1:
             raise ConfigError(f"dev_size must be at least 1, got {self.dev_size}")
+        if "none" in self.report_to and len(set(self.report_to)) > 1:
+            raise ConfigError(f"--report-to {','.join(self.report_to)}: `none` cannot be combined with a tracker")
         from cotkit.apikeys import refuse_secrets_in_options
 
         # Checked here, before config.yaml is written: a key given as an option would be saved there.
         refuse_secrets_in_options(self.backend_options, "--backend-option")
 
 
-#: Run-level keys that may differ when a run is resumed (where the data lives, where the run is).
-RESUME_FREE_KEYS = ("output_dir", "data_dir")
+#: Run-level keys that may differ when a run is resumed (where the data lives, where the run is, where it reports).
+RESUME_FREE_KEYS = ("output_dir", "data_dir", "report_to")
 
 
 @dataclass
@@ -325,6 +331,7 @@ def resolve(
         info = run_infos[key]
         run_values[key] = info.coerce(value, f"--{key.replace('_', '-')}")
 
+    repeated: set[tuple[str, ...]] = set()  # list options given once already: a repeat adds to them
     for flag in parse_flags(tokens, method_name, mcfg_cls):
         info = flag.info
         where = flag.text.partition("=")[0]
@@ -332,8 +339,12 @@ def resolve(
         if _bare(info.type) is dict:
             prev = _get_path(current_target, info.path) or {}
             value = {**prev, **read_scalars(parse_key_values([flag.raw], where))}
+        elif _bare(info.type) is list and info.path in repeated:
+            value = [*_get_path(current_target, info.path), *info.coerce(flag.raw, where)]
         else:
             value = info.coerce(flag.raw, where)
+            if _bare(info.type) is list:
+                repeated.add(info.path)
         set_path(current_target, info.path, value)
 
     if run_values.get("method", method_name) != method_name:

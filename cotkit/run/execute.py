@@ -37,8 +37,10 @@ def execute(
     from cotkit.plugins import host
     from cotkit.run.diskfull import is_disk_full
     from cotkit.run.lock import RunLock, describe_holder
+    from cotkit.run.tracking import check_installed
 
     method_cls = host().get("method", config.run.method)
+    check_installed(config.run.report_to)
     run_data_dir = resolve_data_dir(config.run.data_dir or data_dir)
     display = display or RunDisplay()
     path = run_dir_path(config)
@@ -68,20 +70,22 @@ def _execute_locked(
     config: TrainConfig, method_cls: Any, resume: bool, argv: list[str] | None, display: RunDisplay, data_dir: Path | None
 ) -> RunContext:
     from cotkit.run.diskfull import is_disk_full
+    from cotkit.run.tracking import RunTracking
 
     ctx = open_run_dir(config, resume, data_dir=data_dir, display=display)
     task = ctx.task
     write_manifest(ctx, list(dict.fromkeys([task.train_split, task.heldout_split])), argv)
-    try:
-        method_cls().run(ctx)
-    except KeyboardInterrupt:
-        finish(ctx, "interrupted")
-        raise RunInterrupted() from None  # the caller adds the resume command
-    except BaseException as e:
-        if not (isinstance(e, Exception) and is_disk_full(e, ctx.path)):  # that case is marked by the caller
-            finish(ctx, "failed")
-        raise
-    ctx.write_report()
+    with RunTracking.start(ctx) as ctx.tracking:  # closed however the run ends
+        try:
+            method_cls().run(ctx)
+        except KeyboardInterrupt:
+            finish(ctx, "interrupted")
+            raise RunInterrupted() from None  # the caller adds the resume command
+        except BaseException as e:
+            if not (isinstance(e, Exception) and is_disk_full(e, ctx.path)):  # that case is marked by the caller
+                finish(ctx, "failed")
+            raise
+        ctx.write_report()
     finish(ctx, "complete")
     return ctx
 
