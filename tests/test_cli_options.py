@@ -138,3 +138,14 @@ def test_data_dir_after_train_is_still_the_run_option(cli, data_dir):
     res = cli("train", "--method", "star", "--task", "gsm8k", "--dry-run", "--data-dir", data_dir)
     assert res.exit_code == 0, res.stderr
     assert f"data_dir: {data_dir}" in res.stdout
+
+
+def test_eval_beam_search_takes_pad_s_beam_score():
+    """`cotkit eval --search beam` can score beams as PaD does: summed log-probs, logsum of step scores, per token."""
+    from cotkit.errors import ConfigError
+
+    s = EvalSettings(search="beam", step_scorer="faithfulness", aggregate="logsum", logprob_weight=1.0, logprob_reduce="sum",
+                     length_penalty=1.0).beam_settings()  # fmt: skip
+    assert (s.aggregate, s.logprob_weight, s.logprob_reduce, s.length_penalty) == ("logsum", 1.0, "sum", 1.0)
+    with pytest.raises(ConfigError, match="--aggregate 'logsum'"):
+        EvalSettings(rerank="exec", n=2, aggregate="logsum")  # reranking ranks solution scores: min, prod or last

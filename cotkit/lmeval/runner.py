@@ -12,7 +12,7 @@ from typing import Any
 
 from cotkit.contracts import Backend, Task
 from cotkit.errors import ConfigError, CotkitError
-from cotkit.harness.stepsearch import AGGREGATES, BeamSettings
+from cotkit.harness.stepsearch import AGGREGATES, BEAM_AGGREGATES, BeamSettings
 from cotkit.options import option
 
 
@@ -57,7 +57,9 @@ class EvalSettings:
     rerank: str | None = option(
         None, help="Step scorer (arith, exec, prm) reranking the --n samples: adds best-of-N and weighted-vote accuracy."
     )
-    aggregate: str = option("min", help="Step scores to a solution score: min, prod or last.")
+    aggregate: str = option(
+        "min", help="Step scores to a solution score: min, prod or last; with --search beam also logsum (PaD's sum of log scores)."
+    )
     search: str | None = option(None, help="'beam': step-level beam search decoding scored by --step-scorer.")
     step_scorer: str | None = option(None, help="Step scorer guiding --search beam (arith, exec, prm).")
     #: Options of the step scorers (--scorer-option KEY=VALUE).
@@ -67,10 +69,13 @@ class EvalSettings:
     max_steps: int = _beam_option("max_steps")
     step_tokens: int = _beam_option("step_tokens")
     logprob_weight: float = _beam_option("logprob_weight")
+    logprob_reduce: str = _beam_option("logprob_reduce")
+    length_penalty: float = _beam_option("length_penalty")
 
     def __post_init__(self) -> None:
-        if self.aggregate not in AGGREGATES:
-            raise ConfigError(f"--aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+        allowed = BEAM_AGGREGATES if self.search else AGGREGATES
+        if self.aggregate not in allowed:
+            raise ConfigError(f"--aggregate {self.aggregate!r}: expected one of {', '.join(allowed)}")
         if self.search not in (None, "beam"):
             raise ConfigError(f"--search {self.search!r}: only 'beam' is supported")
         if self.search and not self.step_scorer:
@@ -87,7 +92,8 @@ class EvalSettings:
         return BeamSettings(
             beam_width=self.beam_width, expand=self.beam_expand, max_steps=self.max_steps, step_tokens=self.step_tokens,
             max_new_tokens=self.max_new_tokens, top_p=self.top_p, aggregate=self.aggregate,
-            logprob_weight=self.logprob_weight, seed=self.seed,
+            logprob_weight=self.logprob_weight, logprob_reduce=self.logprob_reduce, length_penalty=self.length_penalty,
+            seed=self.seed,
         )  # fmt: skip
 
 
