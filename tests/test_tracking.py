@@ -123,6 +123,19 @@ def test_missing_tracker_library_is_one_line_before_any_work(cli, data_dir, tiny
     assert not (tmp_path / "eval").exists()
 
 
+def test_tracker_that_cannot_start_is_one_line(cli, data_dir, tiny_model, tmp_path, monkeypatch):
+    from accelerate.tracking import TensorBoardTracker
+
+    def refuse(self):
+        raise RuntimeError("cannot write event files\n(a second line of detail)")
+
+    monkeypatch.setattr(TensorBoardTracker, "start", refuse)
+    r = cli("--plugin", PLUGIN, "--data-dir", data_dir, "train", "--method", "tally", "--task", "gsm8k", "--model", tiny_model,
+            "-o", tmp_path / "run", "--report-to", "tensorboard")  # fmt: skip
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "error: --report-to tensorboard: cannot write event files"
+
+
 def test_report_to_none_and_bad_names(cli, data_dir, tiny_model, tmp_path):
     out = tmp_path / "run"
     args = ["--plugin", PLUGIN, "--data-dir", data_dir, "train", "--method", "tally", "--task", "gsm8k", "--model", tiny_model, "-o", out]

@@ -102,14 +102,19 @@ class Trackers:
         PartialState()
         self.folder.mkdir(parents=True, exist_ok=True)
         runs = _read_json(self.folder / RUNS_FILE)
-        with _stdout_to_stderr():
-            for name in self.names:
-                tracker = _OPEN[name](self, runs)
-                tracker.start()
-                self.trackers[name] = tracker
-                if name == "mlflow":  # its run id exists only once started
-                    runs["mlflow"] = tracker.active_run.info.run_id
-                tracker.store_init_configuration(hyperparameters)
+        for name in self.names:
+            try:
+                with _stdout_to_stderr():
+                    self.trackers[name] = tracker = _OPEN[name](self, runs)
+                    tracker.start()
+                    if name == "mlflow":  # its run id exists only once started
+                        runs["mlflow"] = tracker.active_run.info.run_id
+                    tracker.store_init_configuration(hyperparameters)
+            except Exception as e:  # a tracker's own set-up (a login, a tracking URI): one line, the others closed
+                self.trackers.pop(name, None)
+                self.finish()
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ConfigError(f"--report-to {name}: {first_line}") from e
         atomic_write_json(self.folder / RUNS_FILE, runs)
 
     def log(self, values: dict[str, Any], step: int) -> None:
