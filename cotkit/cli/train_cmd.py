@@ -17,8 +17,8 @@ from cotkit.cli import options
 
 EPILOG = (
     "Method options are flags too: `--iterations 3 --sft.learning-rate 1e-5`; `cotkit show METHOD` "
-    "lists them with defaults and help. Run options: --backend, --backend-option K=V, --task-option K=V, "
-    "--seed, --split-seed, --dev-size, --data-dir. Precedence: defaults < --config YAML < flags. "
+    "lists them with defaults and help. Run options: --backend/-b, --backend-option/-B K=V, --task-option/-O K=V, "
+    "--seed, --split-seed, --dev-size, --data-dir, --report-to. Precedence: defaults < --config YAML < flags. "
     "Data-parallel: `accelerate launch --multi_gpu --num_processes N -m cotkit train ...` (GPUs; FSDP or "
     "DeepSpeed through an accelerate config file), `torchrun --nproc_per_node N -m cotkit train ...` (CPUs)."
 )

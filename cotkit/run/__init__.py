@@ -7,6 +7,7 @@
       metrics.jsonl    one row per completed phase (rebuilt from state.json, so never torn)
       iter_000/ ...    per-iteration files written by the method (samples, training set, checkpoint)
       report.md, accuracy.png
+      trackers/        experiment tracker logs and run ids (--report-to)
       run.lock         present while a process works in the directory (cotkit.run.lock); a second
                        process is refused, a lock left by a killed one is taken over
 
@@ -16,6 +17,7 @@ One module per job, each importing only those listed before it:
     fingerprint   what identifies the data, model, packages, machine and source of a run
     state         state.json: the completed phases and their results
     display       the live phase lines, progress bars and tables
+    tracking      the experiment trackers of --report-to (TensorBoard, trackio, W&B, MLflow)
     context       RunContext: config, task, run directory and resumable phases for `Method.run`
     manifest      manifest.json, and the check that config.yaml was not edited before a resume
     directory     where the run directory is; creating it, reopening it for --resume, finishing it
