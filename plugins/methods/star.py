@@ -55,6 +55,18 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class StarSFTConfig(SFTConfig):
+    """The shared fine-tuning step as the STaR reference steps: 8 packed sequences of 1,536 tokens."""
+
+    max_length: int = option(1536, help="Length of a packed sequence in tokens (the reference's 1,536); longer examples are cut at the end.")
+    packing: bool = option(
+        True,
+        help="Pack whole examples into each sequence, attention and positions restarting per example "
+        "(the reference packs; --no-sft.packing: one example per sequence).",
+    )
+
+
+@dataclass
 class StarConfig(SplitLimits):
     """Options of `cotkit train --method star` (`cotkit show star` lists them)."""
 
@@ -101,12 +113,17 @@ class StarConfig(SplitLimits):
     init: str = option(
         "base", help="Fine-tune each iteration from the base model (paper) or continue from the last one.", choices=("base", "last")
     )
-    steps: int = option(40, help="Optimizer steps in iteration 1 (the reference code's 40).")
+    steps: int = option(
+        40,
+        help="Optimizer steps in iteration 1 (the reference code's 40). With sft.packing (the default) a step holds "
+        "sft.batch_size x sft.grad_accum packed sequences of sft.max_length tokens, as the reference counts: "
+        "8 x 1,536 tokens, about 80 examples; unpacked, 8 examples.",
+    )
     step_growth: float = option(1.2, help="Factor by which the steps grow each iteration (paper: 20%).")
     keep_checkpoints: str = option(
         "all", help="Keep every iteration's checkpoint, or only the last (saves disk).", choices=("all", "last")
     )
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: StarSFTConfig = field(default_factory=StarSFTConfig)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
