@@ -28,7 +28,6 @@ removed), `--init last` (continue from the previous iteration's model instead of
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from cotkit import (
     phase_seconds,
     prune_checkpoints,
     read_jsonl,
+    trim_after_answer,
 )
 
 if TYPE_CHECKING:
@@ -369,25 +369,6 @@ class Star(Method):
             "dev_n": e["n"],
             **times,
         }
-
-
-def trim_after_answer(completion: str, sentence: str, answer: str) -> str | None:
-    """The completion cut right after its first statement of the answer, or None if it has none.
-
-    The statement is the task's answer sentence (`So the answer is (B).`) or, leniently, its last
-    two cue words followed by the answer (`The answer is: (B)`), case-insensitive.
-    """
-    i = completion.find(sentence)
-    if i >= 0:
-        return completion[: i + len(sentence)]
-    head, _, _ = sentence.rstrip(". ").rpartition(answer)
-    cue = head.rstrip().rstrip("(").split()[-2:]
-    if not cue or not answer:
-        return None
-    bare = answer.strip("()")
-    pattern = r"\s+".join(re.escape(w) for w in cue) + rf"\s*:?\s*\(?{re.escape(bare)}\)?(?![\w])\.?"
-    m = re.search(pattern, completion, flags=re.IGNORECASE)
-    return completion[: m.end()] if m else None
 
 
 def _truncated(meta: dict[str, Any]) -> bool:
