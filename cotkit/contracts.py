@@ -147,6 +147,18 @@ class Task(Plugin):
         """How a rationale in this task states its final answer (used for training targets)."""
         return f"The answer is {example.answer}."
 
+    def question_text(self, example: Example, hint: bool | str = False) -> str:
+        """The question as a prompt shows it (a task with answer choices lists them); `hint` as in `prompt`."""
+        return example.question
+
+    def answer_text(self, example: Example) -> str:
+        """The gold answer as an answer sentence writes it (`(C)` for an option)."""
+        return example.answer
+
+    def gold_program(self, example: Example) -> str | None:
+        """A program computing the answer (`def solution(): ... return result`) where the dataset has one, else None."""
+        return None
+
 
 def default_dev_size(n_train: int) -> int:
     """The dev slice carved from a training split of n rows: 10%, between 1 and 500."""

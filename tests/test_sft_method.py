@@ -149,7 +149,7 @@ def test_program_target_takes_no_prompt_style(cli, data_dir, tiny_model, tmp_pat
 def test_show_sft_lists_its_options(cli):
     r = cli("show", "sft")
     assert r.exit_code == 0, r.stderr
-    for flag in ("--target", "--style", "--epochs", "--max-steps", "--max-new-tokens", "--verifier", "--verifier-options",
+    for flag in ("--target", "--style", "--epochs", "--max-steps", "--max-new-tokens", "--verifier", "--verifier-option",
                  "--sft.learning-rate", "--train-limit"):  # fmt: skip
         assert flag in r.stdout, flag
     assert "rationale, answer, program" in r.stdout and "1e-05" in r.stdout

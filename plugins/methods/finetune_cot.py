@@ -142,18 +142,6 @@ class FinetuneCoTConfig(SplitLimits):
 # ------------------------------------------------------------------------------------ formats
 
 
-def question_text(task: Any, example: Example) -> str:
-    """The question as the task shows it (options listed for multiple choice)."""
-    fn = getattr(task, "question_text", None)
-    return fn(example) if fn is not None else example.question
-
-
-def answer_text(task: Any, example: Example) -> str:
-    """The gold answer as the task writes it in an answer sentence (`(C)` for options)."""
-    fn = getattr(task, "answer_text", None)
-    return fn(example) if fn is not None else example.answer
-
-
 def student_layout(fmt: str, model: str) -> str:
     """The student format as laid out for `model`: `paper` becomes `paper-seq2seq` for an encoder-decoder."""
     return SEQ2SEQ if fmt == "paper" and is_encoder_decoder(model) else fmt
@@ -161,7 +149,7 @@ def student_layout(fmt: str, model: str) -> str:
 
 def student_prompt(task: Any, example: Example, layout: str) -> Prompt:
     """The student's input: `{q} ###` (paper), `{q}` (paper-seq2seq) or one user turn (chat)."""
-    q = question_text(task, example)
+    q = task.question_text(example)
     if layout == "chat":
         return [{"role": "user", "content": q}]
     return q if layout == SEQ2SEQ else f"{q}{SEPARATOR}"
@@ -462,7 +450,7 @@ class FinetuneCoT(Method):
                 counts["duplicates"] += 1
                 continue
             got.add(norm)
-            completion = student_completion(rationale, answer_text(task, example), layout)
+            completion = student_completion(rationale, task.answer_text(example), layout)
             kept.append(TrainExample(student_prompt(task, example, layout), completion, 1.0, {"id": example.id}))
         atomic_write_jsonl(d / "train.jsonl", [ex.to_dict() for ex in kept])
         return {

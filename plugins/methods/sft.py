@@ -10,8 +10,8 @@ compared with, so such a row comes from one command:
   by the task; MATH's solution with its `\\boxed{}`) followed by the task's answer sentence
   (`The answer is 72.`), so the verifier that scores the evaluation reads the answer the same way.
 - `--target answer`: the answer sentence alone (the direct fine-tune baseline).
-- `--target program`: a gold program where the task offers one, through a `gold_program(example)`
-  method (SVAMP's `Equation` as `def solution(): ... return result`), in PaD's student format.
+- `--target program`: a gold program where the task offers one (`Task.gold_program(example)`;
+  SVAMP's `Equation` as `def solution(): ... return result`), in PaD's student format.
 
 Every target is read back by the verifier that will score the model (the task's verifier; the
 program verifier, which runs the program in the sandbox, for programs) before it is trained on:
@@ -57,7 +57,6 @@ from cotkit import (
 if TYPE_CHECKING:
     from cotkit import RunContext
 
-from .finetune_cot import question_text
 from .pad_programs import ProgramPrompts, clean_program
 
 TARGETS = ("rationale", "answer", "program")
@@ -139,7 +138,7 @@ class BaselinePrompts:
         if self._programs is not None:
             return self._programs.prompt(example, VIEW_STYLE)  # PaD's student format
         if self.context == "qa":
-            return f"Q: {question_text(self._task, example)}\nA:"
+            return f"Q: {self._task.question_text(example)}\nA:"
         return self._task.prompt(example, self.context)
 
     def stop_sequences(self, style: str = VIEW_STYLE) -> list[str]:
@@ -151,8 +150,7 @@ class BaselinePrompts:
     def completion(self, example: Example, target: str) -> str | None:
         """The training completion of `example` for `target`, or None when the dataset has none for it."""
         if target == "program":
-            gold_program = getattr(self._task, "gold_program", None)
-            program = gold_program(example) if gold_program is not None else None
+            program = self._task.gold_program(example)
             return clean_program(program) if program else None
         sentence = self._task.answer_sentence(example)
         if target == "answer":
