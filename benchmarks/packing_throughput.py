@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="Optimizer steps of each unpacked run (the first is warm-up).")
     ap.add_argument("--packed-steps", type=int, default=3, help="Optimizer steps of each packed run (the first is warm-up).")
     ap.add_argument("--repeats", type=int, default=2, help="Unpacked/packed pairs to run.")
+    ap.add_argument("--threads", type=int, default=None, help="Torch threads (default: torch's); 1 is steadier on a busy machine.")
     args = ap.parse_args()
     if min(args.steps, args.packed_steps) < 2:
         sys.exit("--steps and --packed-steps must be at least 2: the first step is warm-up")
@@ -89,6 +90,9 @@ def main() -> None:
     import torch
 
     from cotkit.models import resolve_model_path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = resolve_model_path(args.model)
     items = [{"prompt": p, "completion": c} for p, c in gsm8k_rationales(args.examples)]
