@@ -7,7 +7,6 @@ of (seed, step), so a killed packed run resumes to the same weights.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -37,10 +36,6 @@ ITEMS = [
 ]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def weights_hash(folder: Path) -> str:
-    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
 def load(tiny_model: Path, attention: str):
@@ -129,26 +124,6 @@ def test_a_packed_step_is_normalised_over_the_examples_inside_its_packs(tiny_mod
     assert train(str(tiny_model), ITEMS, split, 3, tmp_path / "split", seed=2).losses == pytest.approx(result.losses, rel=1e-4)
 
 
-def test_interrupted_packed_training_resumes_to_the_same_weights(tiny_model, tmp_path):
-    cfg = SFTConfig(learning_rate=1e-3, warmup_steps=1, batch_size=2, grad_accum=1, max_length=96, packing=True, save_every=2)
-    full = train(str(tiny_model), ITEMS, cfg, 5, tmp_path / "full", seed=1, state_dir=tmp_path / "s1")
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_3(log):
-        if log.step == 3:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(str(tiny_model), ITEMS, cfg, 5, tmp_path / "cut", seed=1, state_dir=tmp_path / "s2", on_step=crash_at_3)
-    resumed = train(str(tiny_model), ITEMS, cfg, 5, tmp_path / "cut", seed=1, state_dir=tmp_path / "s2")
-    assert resumed.resumed_from_step == 2
-    assert resumed.losses == full.losses
-    assert resumed.examples_trained == full.examples_trained
-    assert weights_hash(tmp_path / "cut") == weights_hash(tmp_path / "full")
-
-
 def test_packing_is_refused_for_objectives_that_do_not_train_on_sft_examples(tiny_model, tmp_path):
     cfg = SFTConfig(learning_rate=1e-3, warmup_steps=0, packing=True)
     pairs = [PreferencePair("Q: 1 plus 1?\nA:", " 2.", " 3.")]
@@ -156,3 +131,18 @@ def test_packing_is_refused_for_objectives_that_do_not_train_on_sft_examples(tin
         train(str(tiny_model), pairs, cfg, 1, tmp_path / "dpo", objective=DPONLLObjective(str(tiny_model)))
     with pytest.raises(ConfigError, match="LossFnObjective"):
         train(str(tiny_model), ITEMS, cfg, 1, tmp_path / "fn", objective=LossFnObjective(lambda model, batch: sequence_nll(model, batch)[0].sum()))
+
+
+def test_epochs_count_packed_sequences_when_packing(tiny_model):
+    """Methods that train for --epochs get a pass over the data, not ~10 passes, when their steps hold packs."""
+    from cotkit import ConfigError, capped_steps
+    from cotkit.harness.train import packs_per_epoch
+
+    items = ITEMS * 6
+    cfg = SFTConfig(batch_size=1, grad_accum=2, max_length=96, packing=True)
+    packs = packs_per_epoch(str(tiny_model), items, cfg)
+    assert 1 <= packs < len(items)  # several short examples share a pack
+    assert capped_steps(items, 2.0, cfg, model=str(tiny_model)) == -(-2 * packs // 2)
+    assert capped_steps(items, 2.0, SFTConfig(batch_size=1, grad_accum=2)) == len(items)  # unpacked: items
+    with pytest.raises(ConfigError, match="need the model"):
+        capped_steps(items, 1.0, cfg)

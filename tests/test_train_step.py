@@ -128,8 +128,10 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
     assert step_indices(10, 0, 4, seed=1) != step_indices(10, 0, 4, seed=2)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path):
-    cfg = SFTConfig(learning_rate=1e-3, warmup_steps=1, lr_scheduler="linear", batch_size=2, grad_accum=1, save_every=2)
+@pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
+def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, packing):
+    cfg = SFTConfig(learning_rate=1e-3, warmup_steps=1, lr_scheduler="linear", batch_size=2, grad_accum=1, save_every=2,
+                    max_length=96 if packing else 1024, packing=packing)  # fmt: skip
     full = train(str(tiny_model), ITEMS, cfg, 5, tmp_path / "full", seed=1, state_dir=tmp_path / "s1")
 
     class Crash(Exception):
@@ -144,7 +146,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path):
     assert not (tmp_path / "cut").exists()
     resumed = train(str(tiny_model), ITEMS, cfg, 5, tmp_path / "cut", seed=1, state_dir=tmp_path / "s2")
     assert resumed.resumed_from_step == 2
-    assert resumed.losses == full.losses
+    assert resumed.losses == full.losses and resumed.examples_trained == full.examples_trained
     assert weights_hash(tmp_path / "cut") == weights_hash(tmp_path / "full")
     assert not (tmp_path / "s2").exists()  # resumable state is removed once the checkpoint is written
 

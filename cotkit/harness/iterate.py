@@ -7,7 +7,7 @@ makes that method different.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -125,12 +125,20 @@ def fine_tune(
     return result, row
 
 
-def capped_steps(n_items: int, epochs: float, sft: Any, max_steps: int | None = None) -> int:
-    """Optimizer steps for `epochs` passes over `n_items` on this many processes, at most `max_steps`."""
-    from cotkit.harness.train import steps_for_epochs
+def capped_steps(items: Sequence[Any], epochs: float, sft: Any, max_steps: int | None = None, *, model: str | None = None) -> int:
+    """Optimizer steps for `epochs` passes over `items` on this many processes, at most `max_steps`.
+
+    With `sft.packing` a step holds packed sequences, not items: the items are tokenized with
+    `model`'s tokenizer and packed as training packs them, so a pass is as many steps as it makes
+    packs (counted for the first epoch's order; later orders pack into a pack or two more or fewer).
+    """
+    from cotkit.harness.train import packs_per_epoch, steps_for_epochs
     from cotkit.run import world_size
 
-    steps = steps_for_epochs(n_items, epochs, sft, world_size())
+    if sft.packing and model is None:
+        raise ConfigError("sft.packing: steps counted in epochs need the model whose tokenizer packs the items")
+    n = packs_per_epoch(model, items, sft) if sft.packing else len(items)
+    steps = steps_for_epochs(n, epochs, sft, world_size())
     return min(steps, max_steps) if max_steps is not None else steps
 
 

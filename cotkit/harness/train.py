@@ -387,6 +387,17 @@ def steps_for_epochs(n_examples: int, epochs: float, config: SFTConfig, world_si
     return max(1, math.ceil(n_examples * epochs / per_step))
 
 
+def packs_per_epoch(model: str, items: Sequence[Any], config: SFTConfig) -> int:
+    """Packed sequences one pass over `items` makes (SFT features, the first epoch's order)."""
+    from transformers import AutoTokenizer
+
+    from cotkit.models import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    lengths = [len(f["input_ids"]) for f in WeightedSFT(config.loss_normalization).features(tokenizer, items, config.max_length)]
+    return max(1, len(pack_in_order(epoch_order(len(lengths), 0, 0), lengths, config.max_length)))
+
+
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
     """The seeded permutation of n items that epoch `epoch` visits them in."""
     perm = list(range(n))

@@ -476,7 +476,7 @@ class FinetuneCoT(Method):
 
         cfg: FinetuneCoTConfig = ctx.options
         items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
-        steps = capped_steps(len(items), cfg.epochs, cfg.sft, cfg.max_steps)
+        steps = capped_steps(items, cfg.epochs, cfg.sft, cfg.max_steps, model=ctx.base_model)
         _, row = fine_tune(ctx, "iter_001/train", "train student", ctx.base_model, items, cfg.sft, steps, d)
         return row
 

@@ -98,6 +98,8 @@ class IRPOConfig(SplitLimits):
             raise ConfigError(f"samples_per_question must be at least 2 to make pairs, got {self.samples_per_question}")
         if self.temperature <= 0:
             raise ConfigError("pairs need different samples: set --temperature above 0 (paper: 0.8)")
+        if self.sft.packing:
+            raise ConfigError("sft.packing is for SFT objectives: IRPO trains on unpacked preference pairs")
         for name in ("max_new_tokens", "pairs_per_question"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -362,7 +364,7 @@ class IterativeRPO(Method):
         cfg: IRPOConfig = ctx.options
         phase = f"iter_{iteration:03d}/train"
         pairs = [PreferencePair.from_dict(r) for r in read_jsonl(d / "pairs.jsonl")]
-        steps = capped_steps(len(pairs), cfg.epochs, cfg.sft, cfg.max_steps)
+        steps = capped_steps(pairs, cfg.epochs, cfg.sft, cfg.max_steps)  # pairs are never packed
         model = ctx.model_path(init)
         objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight, nll_normalization=cfg.nll_normalization)
         log: list[dict[str, Any]] = []

@@ -462,7 +462,7 @@ class Pad(Method):
 
         cfg: PadConfig = ctx.options
         items = [TrainExample.from_dict(r) for r in read_jsonl(d / "refine.jsonl")]
-        steps = cfg.steps or capped_steps(len(items), cfg.epochs, cfg.sft)
+        steps = cfg.steps or capped_steps(items, cfg.epochs, cfg.sft, model=ctx.model_path(student))
         phase = f"iter_{it:03d}/refine_train"
         _, row = fine_tune(ctx, phase, f"self-refinement round {it}", ctx.model_path(student), items, cfg.sft, steps, d / "refine")
         return {**row, "checkpoint": f"{d.name}/refine/checkpoint"}  # fine_tune names it relative to d, not to the run
@@ -578,7 +578,7 @@ class Pad(Method):
 
         cfg: PadConfig = ctx.options
         items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
-        steps = cfg.steps or capped_steps(len(items), cfg.epochs, cfg.sft)
+        steps = cfg.steps or capped_steps(items, cfg.epochs, cfg.sft, model=ctx.model_path(init))
         _, row = fine_tune(ctx, f"iter_{it:03d}/train", f"train round {it}", ctx.model_path(init), items, cfg.sft, steps, d)
         return row
 

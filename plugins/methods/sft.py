@@ -249,7 +249,7 @@ class SFTBaseline(Method):
 
         cfg: SFTBaselineConfig = ctx.options
         items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
-        steps = capped_steps(len(items), cfg.epochs, cfg.sft, cfg.max_steps)
+        steps = capped_steps(items, cfg.epochs, cfg.sft, cfg.max_steps, model=ctx.base_model)
         _, row = fine_tune(ctx, "iter_001/train", f"train on {cfg.target}s", ctx.base_model, items, cfg.sft, steps, d)
         return row
 
