@@ -31,6 +31,7 @@ FUNNEL_COLUMNS = (
     ("train_examples", "train ex."),
     ("train_tokens", "train tokens"),
     ("steps", "steps"),
+    ("examples_trained", "examples trained"),
 )
 
 
