@@ -271,8 +271,11 @@ def step_terms(
     `proposal_accuracy` (C/B), `accepted`, `nonzero_weights` (of the 2B), `sum_squared_weights`
     (Σ u_i² + v_i², before subsampling: the variance proxy) and `terms`.
     `subsample=None` keeps every nonzero term with its exact weight (w_k · n / M for n kept terms,
-    so the mean over terms is G without sampling noise).
+    so the mean over terms is G without sampling noise; exact on one process, since processes keep
+    different numbers of terms: under data parallelism give every process the same `subsample`).
     """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
     ids = [p.question_id for p in proposals]
     if len(set(ids)) != len(ids):
         raise ValueError("step_terms takes one proposal per question")
