@@ -86,6 +86,8 @@ _EXPORTS: dict[str, str] = {
     "Objective": "cotkit.harness.train",
     "WeightedSFT": "cotkit.harness.train",
     "LossFnObjective": "cotkit.harness.train",
+    "OnlineObjective": "cotkit.harness.online",
+    "with_soft_prompt": "cotkit.harness.softprompt",
     "DPONLLObjective": "cotkit.harness.preference",
     "PreferencePair": "cotkit.harness.preference",
     # files: atomic writes, one JSONL reader, task data
@@ -220,9 +222,11 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         phase_seconds,
         prune_checkpoints,
     )
+    from cotkit.harness.online import OnlineObjective
     from cotkit.harness.preference import DPONLLObjective, PreferencePair
     from cotkit.harness.sample import accepts_seeds, example_seed, merge_stops, sample
     from cotkit.harness.seq2seq import is_encoder_decoder
+    from cotkit.harness.softprompt import with_soft_prompt
     from cotkit.harness.stepsearch import BeamBackend, BeamSettings, make_step_scorer, prompt_key
     from cotkit.harness.teacher_cache import CachedTeacher, TeacherCache
     from cotkit.harness.train import (

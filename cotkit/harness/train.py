@@ -70,6 +70,15 @@ class SFTConfig:
     lora_targets: list[str] = option(
         default_factory=lambda: ["all-linear"], help="Module names LoRA adapts (peft target_modules)."
     )
+    soft_prompt: bool = option(
+        False,
+        help="Train only a soft prompt (prompt tuning): virtual-token embeddings put before every prompt; the model is frozen. "
+        "Saved as checkpoint/soft_prompt (a peft prompt-tuning adapter) beside the base weights.",
+    )
+    soft_prompt_tokens: int = option(20, help="Virtual tokens in the soft prompt.")
+    soft_prompt_init_text: str = option(
+        "", help="Initialise the soft prompt from this text's token embeddings (e.g. a few-shot prompt); empty: random vocabulary tokens."
+    )
     precision: str = option(
         "auto", help="auto: bf16 mixed precision on a GPU that has it, fp32 on CPU.", choices=("auto", "fp32", "bf16", "fp16")
     )
@@ -79,7 +88,7 @@ class SFTConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r"):
+        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "soft_prompt_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"sft.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "save_every"):
@@ -87,6 +96,8 @@ class SFTConfig:
                 raise ConfigError(f"sft.{name} must be 0 or more, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"sft.learning_rate must be positive, got {self.learning_rate}")
+        if self.soft_prompt and (self.lora or self.packing):
+            raise ConfigError(f"sft.soft_prompt trains a prompt on its own: turn off sft.{'lora' if self.lora else 'packing'}")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -169,6 +180,26 @@ class Objective:
     def loss(self, model: Any, batch: dict[str, Any], normalizer: float) -> tuple[Any, dict[str, float]]:
         """This micro-batch's share of the step loss (a scalar tensor) and statistics to log."""
         raise NotImplementedError
+
+    # Hooks of objectives that make their data while training (`cotkit.harness.online`).
+
+    def attach(self, run: _TrainingRun) -> None:
+        """See the whole training run (model, tokenizer, accelerator, seed) once it is set up."""
+
+    def step_features(self, step: int, features: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """The features this process trains on at optimizer step `step` (0-based), given those the data order chose, and statistics to log."""
+        return features, {}
+
+    def after_step(self, step: int) -> dict[str, float]:
+        """Statistics to log after optimizer step `step` (1-based) was taken, e.g. a dev evaluation."""
+        return {}
+
+    def state_dict(self) -> Any:
+        """JSON-able state saved with the resumable training state (None: nothing to save)."""
+        return None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore what `state_dict` returned when the run is resumed."""
 
 
 class WeightedSFT(Objective):
@@ -547,7 +578,7 @@ def train(
         if on_step is not None and run.accelerator.is_main_process:
             on_step(log)
         if state_root is not None and config.save_every and log.step % config.save_every == 0 and log.step < steps:
-            _save_state(run.accelerator, state_root, log.step, run.losses)
+            _save_state(run.accelerator, state_root, log.step, run.losses, run.objective.state_dict())
         if fault_at_step is not None and log.step == fault_at_step:
             os.kill(os.getpid(), 9)  # the resume tests' SIGKILL, right after this step's state is saved
 
@@ -623,7 +654,7 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
         raise ConfigError(f"sft.packing is for SFT objectives (WeightedSFT); {type(objective).__name__} trains on unpacked sequences")
     packs = PackedOrder([len(f["input_ids"]) for f in features], config.max_length, seed) if config.packing else None
 
-    net = objective.wrap_model(_trainable(base, config))
+    net = objective.wrap_model(_trainable(base, config, path))
     net.train()
     optimizer, scheduler = _optimizer_and_schedule(net, config, steps)
     # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
@@ -631,10 +662,12 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
     net, optimizer = accelerator.prepare(net, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     objective.setup(accelerator, net)
-    return _TrainingRun(
+    run = _TrainingRun(
         accelerator, net, optimizer, scheduler, tokenizer, objective, config,
         features=features, dropped=len(items) - len(features), steps=steps, seed=seed, packs=packs,
     )  # fmt: skip
+    objective.attach(run)
+    return run
 
 
 def _seeded_accelerator(precision: str, seed: int) -> Any:
@@ -654,11 +687,15 @@ def _seeded_accelerator(precision: str, seed: int) -> Any:
     return accelerator
 
 
-def _trainable(base: Any, config: SFTConfig) -> Any:
-    """The model with gradient checkpointing and LoRA adapters where the config asks for them."""
+def _trainable(base: Any, config: SFTConfig, path: str) -> Any:
+    """The model with gradient checkpointing, LoRA adapters or a soft prompt where the config asks for them."""
     if config.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.config.use_cache = False
+    if config.soft_prompt:
+        from cotkit.harness.softprompt import add_soft_prompt
+
+        return add_soft_prompt(base, config.soft_prompt_tokens, config.soft_prompt_init_text, path)
     if not config.lora:
         return base
     from peft import LoraConfig, get_peft_model
@@ -693,10 +730,13 @@ def _optimizer_and_schedule(net: Any, config: SFTConfig, steps: int) -> tuple[An
 
 
 def _resume(run: _TrainingRun, state_root: Path) -> None:
-    """Continue from the last complete saved state, if any (model, optimizer, scheduler, RNG, losses)."""
+    """Continue from the last complete saved state, if any (model, optimizer, scheduler, RNG, losses, the objective's state)."""
     run.start_step = _load_latest_state(run.accelerator, state_root)
     if run.start_step:
         run.losses = _read_losses(state_root)
+        saved = _latest_state(state_root) / _objective_file(run.accelerator)  # type: ignore[operator]
+        if saved.exists():
+            run.objective.load_state_dict(json.loads(saved.read_text(encoding="utf-8")))
 
 
 def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
@@ -707,10 +747,13 @@ def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
     rank = accelerator.process_index
     sequences = run.step_sequences(step)
     group = [[run.features[i] for i in seq] for seq in sequences[rank * run.per_process : (rank + 1) * run.per_process]]
+    stats: dict[str, float] = {}
+    if run.packs is None:  # an online objective turns the chosen items into sequences here
+        chosen, stats = run.objective.step_features(step, [seq[0] for seq in group])
+        group = [[f] for f in chosen]
     normalizer = _step_normalizer(run, [f for seq in group for f in seq])
     micro = [group[i : i + config.batch_size] for i in range(0, len(group), config.batch_size)]
     step_loss = 0.0
-    stats: dict[str, float] = {}
     for k, micro_batch in enumerate(micro):
         loss, micro_stats = _backward(run, micro_batch, normalizer, sync=k == len(micro) - 1)
         step_loss += loss
@@ -723,6 +766,7 @@ def _optimizer_step(run: _TrainingRun, step: int) -> StepLog:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    stats.update(run.objective.after_step(step + 1))
     examples = sum(len(seq) for seq in sequences)
     return StepLog(step + 1, run.steps, step_loss, run.scheduler.get_last_lr()[0], run.tokens_seen, stats, examples)
 
@@ -762,7 +806,7 @@ def _save_final(run: _TrainingRun, output_dir: Path, state_root: Path | None, st
     state_dict = accelerator.get_state_dict(run.net)
     result = TrainResult(
         checkpoint=str(output_dir), steps=run.steps, examples=len(run.features), dropped=run.dropped,
-        tokens=sum(len(f["input_ids"]) for f in run.features), seconds=round(time.time() - started, 3),
+        tokens=sum(len(f.get("input_ids", ())) for f in run.features), seconds=round(time.time() - started, 3),
         losses=run.losses, resumed_from_step=run.start_step, processes=run.world,
         examples_trained=run.examples_in_steps(run.steps), packing=run.packs is not None,
     )  # fmt: skip
@@ -775,7 +819,9 @@ def _save_final(run: _TrainingRun, output_dir: Path, state_root: Path | None, st
 
 
 def _save_checkpoint(model: Any, state_dict: Any, tokenizer: Any, output_dir: Path, lora: bool, result: TrainResult) -> None:
-    """Save a plain Hugging Face folder (LoRA merged) into a temp dir, then rename it into place."""
+    """Save a plain Hugging Face folder (LoRA merged; a soft prompt beside the base) into a temp dir, then rename it into place."""
+    from cotkit.harness.softprompt import SOFT_PROMPT_DIR, is_soft_prompted
+
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -783,6 +829,9 @@ def _save_checkpoint(model: Any, state_dict: Any, tokenizer: Any, output_dir: Pa
     if lora:
         merged = model.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
+    elif is_soft_prompted(model):
+        model.base.save_pretrained(tmp, safe_serialization=True)
+        model.save_soft_prompt(tmp / SOFT_PROMPT_DIR)
     else:
         model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -801,8 +850,8 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _save_state(accelerator: Any, root: Path, step: int, losses: list[float]) -> None:
-    """Resumable state at `step`: written to a temp folder, renamed, older states removed."""
+def _save_state(accelerator: Any, root: Path, step: int, losses: list[float], objective_state: Any = None) -> None:
+    """Resumable state at `step` (with each process's objective state): written to a temp folder, renamed, older states removed."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".step_{step:06d}.tmp"
     if accelerator.is_main_process and tmp.exists():
@@ -810,6 +859,8 @@ def _save_state(accelerator: Any, root: Path, step: int, losses: list[float]) ->
     accelerator.wait_for_everyone()
     with _quiet_logger("accelerate"):  # "Removed shared tensor" about tied embeddings, harmless
         accelerator.save_state(str(tmp))
+    if objective_state is not None:
+        (tmp / _objective_file(accelerator)).write_text(json.dumps(objective_state) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}) + "\n", encoding="utf-8")
@@ -822,6 +873,11 @@ def _save_state(accelerator: Any, root: Path, step: int, losses: list[float]) ->
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _objective_file(accelerator: Any) -> str:
+    """Each process keeps its own objective state (the items it trained on are its own)."""
+    return f"objective_{accelerator.process_index}.json"
 
 
 def _latest_state(root: Path) -> Path | None:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, option, sample_seed
+from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, option, sample_seed, with_soft_prompt
 
 from .common import check_params, cut_at_stop, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
@@ -275,7 +275,7 @@ class HFBackend(Backend):
             config = AutoConfig.from_pretrained(self.path, trust_remote_code=trust_remote_code)
             auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
             model = auto.from_pretrained(self.path, dtype=self.dtype, trust_remote_code=trust_remote_code)
-            self.model = model.to(self.device).eval()
+            self.model = with_soft_prompt(model.to(self.device).eval(), self.path)  # a prompt-tuned checkpoint samples with its prompt
         except Exception as e:
             if is_oom(e):
                 raise ModelError(
