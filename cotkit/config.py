@@ -237,7 +237,8 @@ def parse_flags(tokens: Sequence[str], method_name: str, method_cls: type) -> li
             if f"{head}.{tail}" in table:
                 key, negated = f"{head}.{tail}", True
         if key not in table:
-            visible = [k for k in table if not k.startswith(f"{method_name}.")]
+            # suggest each option once, by its own flag (not `--star.x` or a plural alias)
+            visible = [k for k, (_, o) in table.items() if k == o.flag[2:]]
             raise UnknownNameError(f"option of `cotkit train --method {method_name}`", "--" + key, ["--" + k for k in visible])
         section, info = table[key]
         base = _bare(info.type)

@@ -69,3 +69,17 @@ def test_json_on_the_commands_that_print_tables(cli, tiny_model, data_dir, tmp_p
     assert r.exit_code == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["summary"]["n"] == 2 and len(got["samples"]) == 2 and {"completion", "verdict"} <= set(got["samples"][0])
+
+
+@pytest.mark.parametrize("command", [["sample", "--task", "gsm8k"], ["score", "--task", "gsm8k", "-i", "x.jsonl"]])
+@pytest.mark.parametrize("flag", ["--debug", "-v"])
+def test_a_global_option_after_any_command_says_where_it_goes(cli, command, flag):
+    r = cli(*command, flag)
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"error: {flag} is a global option: put it before the command (`cotkit {flag} ... {command[0]} ...`)"
+
+
+def test_unknown_train_option_suggests_each_option_once_by_its_own_flag(cli):
+    r = cli("train", "--method", "finetune-cot", "--task", "gsm8k", "--teacher-backend-optio", "x=1", "--dry-run")
+    assert r.exit_code == 2
+    assert "'--teacher-backend-option'" in r.stderr and "options'" not in r.stderr and "--finetune-cot." not in r.stderr

@@ -186,7 +186,10 @@ def test_empty_input_scores_nothing(cli, data_dir, tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n\n", encoding="utf-8")
     r = score(cli, data_dir, "--task", "gsm8k", "--input", path, "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["n"] == 0
+    got = json.loads(r.stdout)
+    assert r.exit_code == 0 and got["n"] == 0 and got["accuracy"] is None and got["ci_low"] is None  # not "0%"
+    r = score(cli, data_dir, "--task", "gsm8k", "--input", path)
+    assert r.exit_code == 0 and "no rows to score" in r.stdout
 
 
 def test_unknown_verifier_and_task_are_one_line_errors(cli, data_dir, tmp_path):

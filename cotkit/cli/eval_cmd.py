@@ -116,6 +116,16 @@ def _check_step_scorers(names: list[str], items: Optional[list[str]]) -> dict:
     return options
 
 
+def _interval(s: dict) -> str:
+    """The 95% Wilson interval of an accuracy over its n rows, `[31.2, 51.6]`."""
+    from cotkit.stats import wilson_interval
+
+    if s.get("accuracy") is None or not s.get("n"):
+        return ""
+    low, high = wilson_interval(round(s["accuracy"] * s["n"]), s["n"])
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def _report(summary: dict, json_output: bool) -> None:
     from cotkit.console import out, print_json
 
@@ -126,13 +136,13 @@ def _report(summary: dict, json_output: bool) -> None:
 
     table = Table(title=f"cotkit eval: {summary['task']} ({summary['model']}, {summary['style']})")
     # accuracy counts every completion (errors and timeouts as not correct); the counts stand beside it
-    for col in ("task", "n", "accuracy", "± stderr", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
+    for col in ("task", "n", "accuracy", "95% CI", "± stderr", "accuracy of parsed answers", "unparseable", "timeouts", "errors"):
         table.add_column(col, justify="right")
     rows = [(summary["task"], summary)]
     rows += [(name, {**sub, "stderr": None, "unparseable": None}) for name, sub in summary.get("subtasks", {}).items()]
     for name, s in rows:
         table.add_row(
-            name, str(s["n"]), f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "-",
+            name, str(s["n"]), f"{s['accuracy']:.1%}" if s["accuracy"] is not None else "-", _interval(s),
             f"{s['stderr']:.1%}" if s.get("stderr") is not None else "",
             f"{s['accuracy_parsed']:.1%}" if s.get("accuracy_parsed") is not None else "",
             f"{s['unparseable_count']} ({s['unparseable']:.1%})" if s.get("unparseable") is not None else "",

@@ -147,7 +147,8 @@ def _show(task: str, model: str, samples: list[Any], summary: dict[str, Any], sh
                 out.print(escape(prompt), highlight=False)
     out.print(table)
     out.print(
-        f"{summary['correct']}/{summary['n']} correct ({summary['accuracy']:.1%}) by {verifier}, "
+        f"{summary['correct']}/{summary['n']} correct ({summary['accuracy']:.1%}, 95% CI "
+        f"[{100 * summary['ci_low']:.1f}, {100 * summary['ci_high']:.1f}]) by {verifier}, "
         f"unparseable {summary['unparseable_count']}, errors {summary['errors']}"
     )
 

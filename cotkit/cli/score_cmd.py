@@ -30,6 +30,9 @@ def score(
     if json_output:
         print_json(summary)
         return
+    if not summary["n"]:
+        out.print(f"{input}: no rows to score (the file holds only blank lines)", highlight=False)
+        return
     from rich.markup import escape
     from rich.table import Table
 

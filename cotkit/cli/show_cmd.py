@@ -17,7 +17,7 @@ from cotkit.cli import options
 #: How each kind is given its options, printed above its table.
 HOW_GIVEN = {
     "task": "-O/--task-option KEY=VALUE, or `task_options:` in a run config",
-    "verifier": "KEY=VALUE options of the method that uses it (PaD: --verifier-options KEY=VALUE)",
+    "verifier": "KEY=VALUE options of the method that uses it (PaD, sft: --verifier-option KEY=VALUE)",
     "step_scorer": "-S/--scorer-option KEY=VALUE (cotkit eval), or a method's step scorer options",
     "backend": "-B/--backend-option KEY=VALUE, or `backend_options:` in a run config",
 }

@@ -56,6 +56,12 @@ def missing_command(ctx: Any) -> str:
     return f"missing command (one of: {', '.join(names)})" if names else "missing command"
 
 
+def _is_global_option(ctx: Any, name: str) -> bool:
+    """Whether `name` (`--debug`, `-v`) is an option of the root command, given after a sub-command."""
+    root = ctx.find_root()
+    return ctx is not root and any(name in param.opts for param in root.command.params)
+
+
 def one_line(exc: Any) -> str:
     """`error: cotkit score: Missing option '--task' / '-t'. (see `cotkit score --help`)`: the message on one line."""
     ctx = getattr(exc, "ctx", None)
@@ -63,6 +69,9 @@ def one_line(exc: Any) -> str:
     if type(exc).__name__ == "NoArgsIsHelpError":
         # Its message is the whole help page; say what is missing and where the help is instead.
         message = missing_command(ctx)
+    elif type(exc).__name__ == "NoSuchOption" and ctx is not None and _is_global_option(ctx, exc.option_name):
+        command = ctx.info_name or "COMMAND"
+        return f"error: {exc.option_name} is a global option: put it before the command (`cotkit {exc.option_name} ... {command} ...`)"
     else:
         text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         message = " ".join(part.strip() for part in str(text).splitlines() if part.strip())

@@ -82,6 +82,8 @@ def score_rows(task: Task, lines: list[str], verifier_name: str | None = None) -
     for row, verdict in zip(rows, verdicts):
         out_rows.append({**row, **verdict.to_dict()})
     summary = {"task": task.full_name, "verifier": verifier.name, **summarize(verdicts)}
+    if not verdicts:  # no rows: no accuracy and no interval, rather than a 0% [0, 0] that reads as a result
+        summary.update({"accuracy": None, "ci_low": None, "ci_high": None, "unparseable": None})
     summary["problems"] = problem_reasons(verdicts, line_numbers)
     return out_rows, summary
 

@@ -55,13 +55,13 @@ class EvalSettings:
     task_options: dict[str, Any] = field(default_factory=dict)
     bootstrap_iters: int = 1000
     rerank: str | None = option(
-        None, help="Step scorer (arith, exec, prm) reranking the --n samples: adds best-of-N and weighted-vote accuracy."
+        None, help="Step scorer (arith, exec, prm, faithfulness, a plugin's) reranking the --n samples: adds best-of-N and weighted-vote accuracy."
     )
     aggregate: str = option(
         "min", help="Step scores to a solution score: min, prod or last; with --search beam also logsum (PaD's sum of log scores)."
     )
     search: str | None = option(None, help="'beam': step-level beam search decoding scored by --step-scorer.")
-    step_scorer: str | None = option(None, help="Step scorer guiding --search beam (arith, exec, prm).")
+    step_scorer: str | None = option(None, help="Step scorer guiding --search beam (arith, exec, prm, faithfulness, a plugin's).")
     #: Options of the step scorers (--scorer-option KEY=VALUE).
     scorer_options: dict[str, Any] = field(default_factory=dict)
     beam_width: int = _beam_option("beam_width")
@@ -79,7 +79,7 @@ class EvalSettings:
         if self.search not in (None, "beam"):
             raise ConfigError(f"--search {self.search!r}: only 'beam' is supported")
         if self.search and not self.step_scorer:
-            raise ConfigError("--search beam needs --step-scorer NAME (e.g. arith, exec, prm)")
+            raise ConfigError("--search beam needs --step-scorer NAME (e.g. arith, exec, prm, faithfulness)")
         if self.step_scorer and not self.search:
             raise ConfigError("--step-scorer scores beam search steps: add --search beam (or use --rerank to rerank samples)")
         if self.rerank and self.n < 2:
