@@ -100,8 +100,11 @@ class PluginHost:
         if autoload:
             self._load_entry_points()
         env_files = [f for f in os.environ.get(PLUGIN_FILES_ENV, "").split(os.pathsep) if f]
+        loaded: set[Path] = set()
         for path in [*env_files, *plugin_files]:
-            self.load_file(path)
+            if Path(path).resolve() not in loaded:  # a file named twice (environment and --plugin) loads once
+                loaded.add(Path(path).resolve())
+                self.load_file(path)
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as e:

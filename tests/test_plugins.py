@@ -232,3 +232,12 @@ def test_autoload_can_be_turned_off(installed_example):
     res = _run_with(installed_example, "plugins", "--json", autoload=False)
     names = {r["name"] for r in json.loads(res.stdout)}
     assert "addition" not in names and "tolerance" not in names
+
+
+def test_a_plugin_file_named_twice_loads_once(cli):
+    from pathlib import Path
+
+    plugin = Path(__file__).parent / "fixtures" / "run_methods.py"
+    r = cli("--plugin", plugin, "--plugin", str(plugin.resolve()), "plugins", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.count('"tally"') == 1
