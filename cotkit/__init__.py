@@ -152,6 +152,7 @@ _EXPORTS: dict[str, str] = {
     "scrub_key": "cotkit.apikeys",
     "scrub_and_shorten": "cotkit.apikeys",
     "err": "cotkit.console",
+    "quiet_transformers": "cotkit.console",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -193,7 +194,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     )
     from cotkit.apikeys import check_key_env_name, refuse_secrets_in_options, scrub_and_shorten, scrub_key
     from cotkit.options import option
-    from cotkit.console import err
+    from cotkit.console import err, quiet_transformers
     from cotkit.contracts import (
         PROMPT_STYLES,
         SEED_MASK,

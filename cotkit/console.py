@@ -33,6 +33,19 @@ class LogFriendlyConsole(Console):
         Console.size.fset(self, new_size)
 
 
+#: Set by `cotkit -v` (and inherited by the processes of a launch): third-party bars and logging stay on.
+VERBOSE_ENV = "COTKIT_VERBOSE"
+
+
+def quiet_transformers() -> None:
+    """No per-load and per-save tqdm bars from transformers (cotkit shows its own progress), unless `cotkit -v`."""
+    if os.environ.get(VERBOSE_ENV):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 #: Human-facing output (tables, progress) goes to stderr when stdout must stay machine-readable.
 out = LogFriendlyConsole()
 err = LogFriendlyConsole(stderr=True)

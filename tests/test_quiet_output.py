@@ -24,3 +24,17 @@ def test_eval_outside_a_git_checkout_prints_no_third_party_noise(tiny_model, dat
     assert "it/s" not in quiet  # lm-eval's tqdm bar while it builds requests
     verbose = _eval(tiny_model, data_dir, tmp_path, "-v")
     assert "it/s" in verbose
+
+
+def test_transformers_bars_are_off_unless_verbose(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from cotkit.console import VERBOSE_ENV, quiet_transformers
+
+    hf_logging.enable_progress_bar()
+    monkeypatch.setenv(VERBOSE_ENV, "1")  # what `cotkit -v` sets
+    quiet_transformers()
+    assert hf_logging.is_progress_bar_enabled()
+    monkeypatch.delenv(VERBOSE_ENV)
+    quiet_transformers()
+    assert not hf_logging.is_progress_bar_enabled()

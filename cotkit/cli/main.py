@@ -64,7 +64,7 @@ def _debug_from_environment() -> bool:
 
 
 def _remember_global_options(params: dict[str, Any]) -> None:
-    """Keep the root's parsed options where commands and runs read them."""
+    """Keep the root's parsed options where commands and runs read them (-v also for the library and launched processes)."""
     state.options = state.GlobalOptions(
         debug=bool(params.get("debug")) or _debug_from_environment(),
         verbose=bool(params.get("verbose")),

@@ -634,11 +634,12 @@ class _TrainingRun:
 
 def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, objective: Objective, seed: int) -> _TrainingRun:
     """Seeded accelerator, model and features, optimizer and schedule, in the order the RNGs see them."""
+    from cotkit.console import quiet_transformers
     from cotkit.harness.seq2seq import is_encoder_decoder, load_seq2seq_lm, seq2seq_objective
     from cotkit.models import resolve_model_path
 
     accelerator = _seeded_accelerator(config.precision, seed)
-    _quiet_transformers()
+    quiet_transformers()
     path = resolve_model_path(model)
     if is_encoder_decoder(path):
         base, tokenizer = load_seq2seq_lm(path)
@@ -912,9 +913,3 @@ def _quiet_logger(name: str) -> Iterator[None]:
     finally:
         logger.setLevel(before)
 
-
-def _quiet_transformers() -> None:
-    """No per-load tqdm bars from transformers: the run shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()

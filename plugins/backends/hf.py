@@ -267,9 +267,10 @@ class HFBackend(Backend):
 
     def _load(self, trust_remote_code: bool) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load drowns the run's own display
+        from cotkit import quiet_transformers
+
+        quiet_transformers()  # a "Loading weights" bar per load drowns the run's own display
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
             config = AutoConfig.from_pretrained(self.path, trust_remote_code=trust_remote_code)
