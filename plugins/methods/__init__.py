@@ -23,3 +23,7 @@ def register_methods(register):
     from .sft import SFTBaseline
 
     register(SFTBaseline)
+
+    from .trice import Trice
+
+    register(Trice)
