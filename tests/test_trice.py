@@ -19,8 +19,19 @@ import pytest
 
 from cotkit import ConfigError, Sample, load_task, make_verifier
 from cotkit.harness.online import OnlineStep
-from plugins.methods.trice import GUIDE_TEMPLATE, TriceConfig, TriceObjective, TricePrompts, TriceSFTConfig, fewshot_demonstrations
-from plugins.methods.trice_estimator import MemoryEntry, TriceMemory, control_variate_weights
+from plugins.methods.trice import (
+    GUIDE_TEMPLATE,
+    TriceConfig,
+    TriceObjective,
+    TricePrompts,
+    TriceSFTConfig,
+    fewshot_demonstrations,
+)
+from plugins.methods.trice_estimator import (
+    MemoryEntry,
+    TriceMemory,
+    control_variate_weights,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "bbh:logical_deduction_three_objects"
@@ -161,11 +172,15 @@ def cmd(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("COTKIT_FAULT")}
     e.update({"OMP_NUM_THREADS": "1", "COTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}, **env)
-    return subprocess.run(args, cwd=REPO, env=e, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=REPO, env=e, capture_output=True, text=True, timeout=300, check=False)
 
 
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_seconds(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rs]
 
 
 def digest(path: Path) -> str:
@@ -197,12 +212,11 @@ def test_a_run_killed_inside_training_resumes_to_the_same_memory_weights_and_met
     assert sum(row["correct"] for row in final) >= init_covered  # coverage never falls
 
     assert rows(cut / "iter_001" / "memory.jsonl") == final
-    strip = lambda rs: [{k: v for k, v in row.items() if k != "seconds"} for row in rs]  # noqa: E731
     assert rows(cut / "iter_001" / "train_log.jsonl") == log
     weights = Path("iter_001") / "checkpoint" / "soft_prompt" / "adapter_model.safetensors"
     assert digest(cut / weights) == digest(ref / weights)
-    metrics = {row["phase"]: row for row in strip(rows(ref / "metrics.jsonl"))}
-    resumed = {row["phase"]: row for row in strip(rows(cut / "metrics.jsonl"))}
+    metrics = {row["phase"]: row for row in without_seconds(rows(ref / "metrics.jsonl"))}
+    resumed = {row["phase"]: row for row in without_seconds(rows(cut / "metrics.jsonl"))}
     assert resumed.keys() == metrics.keys() and "iter_001/summary" in metrics
     for phase in ("iter_001/memory_init", "iter_001/eval_dev", "iter_001/eval_heldout"):
         assert resumed[phase] == metrics[phase], phase
