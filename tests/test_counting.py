@@ -90,7 +90,8 @@ def test_cotkit_eval_counts_error_rows(cli, plugin, tiny_model, data_dir, tmp_pa
             assert header in table
         (line,) = [ln for ln in table.splitlines() if ln.startswith("│ gsm8k")]
         cells = [c.strip() for c in line.strip("│").split("│")]
-        assert cells[1:3] == ["10", "10.0%"] and cells[4:] == ["100.0%", "0 (0.0%)", "0", "9"]
+        # n, accuracy, its 95% interval over all 10 rows, stderr, then the counts beside them
+        assert cells[1:4] == ["10", "10.0%", "[1.8, 40.4]"] and cells[5:] == ["100.0%", "0 (0.0%)", "0", "9"]
 
 
 @pytest.mark.parametrize("verifier, correct", [("errs_but_one_right", 1), ("errs_but_one_wrong", 0)])
