@@ -222,3 +222,12 @@ def test_two_processes_train_data_parallel_like_one(tiny_model, tmp_path):
 
     a, b = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_decay_ends_at_the_floor():
+    from cotkit.harness.train import lr_factor
+
+    assert lr_factor(0, "cosine", 0, 100, floor=0.1) == pytest.approx(1.0)
+    assert lr_factor(100, "cosine", 0, 100, floor=0.1) == pytest.approx(0.1)  # TRICE's notebook: cosine to 0.1x
+    assert lr_factor(50, "linear", 0, 100, floor=0.2) == pytest.approx(0.6)
+    assert lr_factor(100, "cosine", 0, 100) == pytest.approx(0.0) and lr_factor(7, "constant", 0, 100, floor=0.5) == 1.0

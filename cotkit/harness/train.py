@@ -46,6 +46,9 @@ class SFTConfig:
         "constant", help="Schedule after warm-up.", choices=("constant", "linear", "cosine")
     )
     warmup_steps: int = option(100, help="Optimizer steps of linear warm-up from 0 to the peak rate.")
+    min_lr_ratio: float = option(
+        0.0, minimum=0.0, maximum=1.0, help="Where linear and cosine decay end, as a fraction of the peak rate (0: at 0)."
+    )
     batch_size: int = option(1, help="Sequences per micro-batch on each device.")
     grad_accum: int = option(8, help="Micro-batches accumulated per optimizer step.")
     weight_decay: float = option(0.0, help="AdamW weight decay.")
@@ -493,17 +496,16 @@ class PackedOrder:
         return out
 
 
-def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
-    """Multiplier of the peak learning rate at `step`: linear warm-up, then constant, linear or cosine decay."""
+def lr_factor(step: int, schedule: str, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at `step`: linear warm-up, then constant, or linear or cosine decay to `floor`."""
     if warmup and step < warmup:
         return (step + 1) / (warmup + 1)
     if schedule == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     progress = min(max(progress, 0.0), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (1.0 - floor) * decay
 
 
 def load_causal_lm(path: str, precision: str = "fp32") -> tuple[Any, Any]:
@@ -725,7 +727,7 @@ def _optimizer_and_schedule(net: Any, config: SFTConfig, steps: int) -> tuple[An
         lr=config.learning_rate,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config.lr_scheduler, config.warmup_steps, steps)
+        optimizer, lambda step: lr_factor(step, config.lr_scheduler, config.warmup_steps, steps, config.min_lr_ratio)
     )
     return optimizer, scheduler
 

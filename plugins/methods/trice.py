@@ -79,9 +79,10 @@ class TriceSFTConfig(SFTConfig):
     learning_rate: float = option(1.0, help="Peak learning rate (the notebook's Adam lr 1.0 for the soft prompt).")
     lr_scheduler: str = option(
         "cosine",
-        help="Schedule after warm-up (cosine: the notebook's decay, except that it ends at 0, not at 0.1x the peak).",
+        help="Schedule after warm-up (cosine to --sft.min-lr-ratio of the peak: the notebook's decay).",
         choices=("constant", "linear", "cosine"),
     )
+    min_lr_ratio: float = option(0.1, minimum=0.0, maximum=1.0, help="Where the decay ends, as a fraction of the peak rate (the notebook: 0.1).")
     warmup_steps: int = option(0, help="Optimizer steps of linear warm-up from 0 to the peak rate (the notebook: none).")
     batch_size: int = option(
         8, help="Sequences per micro-batch (a step's 2 x --batch-size terms, or --subsample, are split into micro-batches of this size)."
