@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "merge_stops": "cotkit.harness.sample",
     "accepts_seeds": "cotkit.harness.sample",
     "load_backend": "cotkit.models",
+    "cache_kwarg": "cotkit.models",
     "resolve_model": "cotkit.models",
     "ModelSlot": "cotkit.harness.iterate",
     "TeacherCache": "cotkit.harness.teacher_cache",
@@ -251,7 +252,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         normalize_answer,
         question_wants_order,
     )
-    from cotkit.models import load_backend, resolve_model
+    from cotkit.models import cache_kwarg, load_backend, resolve_model
     from cotkit.plugins import load_task
     from cotkit.run import RunContext, is_main_process
     from cotkit.sandbox import Job, Limits, Outcome, Sandbox

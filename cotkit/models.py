@@ -458,3 +458,18 @@ def load_backend(name: str = "hf", *, model: str = DEFAULT_MODEL, **options: Any
 
     cls = host().get("backend", name)
     return cls(model, **options)
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name under which the model's forward takes a KV cache.
+
+    transformers 5.25 renamed `past_key_values` to `cache` (the old name warns on every call);
+    older releases know only `past_key_values`, and so do wrappers whose forward takes **kwargs.
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"

@@ -17,11 +17,11 @@ next to the unchanged base weights, so the checkpoint folder stays a complete mo
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from cotkit.errors import ConfigError, ModelError
+from cotkit.models import cache_kwarg
 
 #: The folder inside a checkpoint that holds its soft prompt.
 SOFT_PROMPT_DIR = "soft_prompt"
@@ -40,8 +40,7 @@ def _module_class() -> type:
             self.base = base
             self.prompt = torch.nn.Parameter(prompt)
             self.init_config = init_config  # peft's PromptTuningConfig, written beside the weights
-            params = inspect.signature(base.forward).parameters
-            self._cache_name = "cache" if "cache" in params else "past_key_values"
+            self._cache_name = cache_kwarg(base)
 
         # The attributes the hf backend and accelerate read from a transformers model.
         @property

@@ -24,13 +24,23 @@ Log-likelihoods feed the context to the encoder and score the continuation as de
 from __future__ import annotations
 
 import gc
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotkit import Backend, ConfigError, Generation, ModelError, Prompt, SamplingParams, option, sample_seed, with_soft_prompt
+from cotkit import (
+    Backend,
+    ConfigError,
+    Generation,
+    ModelError,
+    Prompt,
+    SamplingParams,
+    cache_kwarg,
+    option,
+    sample_seed,
+    with_soft_prompt,
+)
 
 from .common import check_params, cut_at_stop, encode_prompt, is_oom, pair_ids, prompt_seed, render_prompt
 
@@ -78,19 +88,6 @@ class HFConfig:
             raise ConfigError(f"backend hf option batch_size={self.batch_size!r}: expected a positive integer or auto")
 
 
-def _cache_kwarg(model: Any) -> str:
-    """The name under which the model's forward takes a KV cache.
-
-    transformers 5.25 renamed `past_key_values` to `cache` (the old name warns on every call);
-    older releases know only `past_key_values`, and so do wrappers whose forward takes **kwargs.
-    """
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 class _CausalDecoding:
     """A batch of left-padded prompts prefilled into one KV cache, then decoded one token per row per step."""
 
@@ -109,7 +106,7 @@ class _CausalDecoding:
         self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self.next_pos = self.positions[:, -1] + 1
         self.cache = DynamicCache(config=model.config)
-        self.cache_arg = {_cache_kwarg(model): self.cache}
+        self.cache_arg = {cache_kwarg(model): self.cache}
 
     def first_logits(self) -> Any:
         """Next-token logits of every prompt (the prefill)."""
@@ -147,7 +144,7 @@ class _Seq2SeqDecoding:
         self.start = decoder_start_id(model, pad)
         decoder_config = model.config.get_text_config(decoder=True)
         self.cache = EncoderDecoderCache(DynamicCache(config=decoder_config), DynamicCache(config=decoder_config))
-        self.cache_arg = {_cache_kwarg(model): self.cache}
+        self.cache_arg = {cache_kwarg(model): self.cache}
         self.encoded: Any = None
 
     def first_logits(self) -> Any:
