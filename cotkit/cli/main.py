@@ -79,6 +79,9 @@ def _no_type_for_switches(command: Any) -> Any:
     Applied to each command (and sub-command) as it is looked up, and to the `--help` option that
     click creates when help is shown.
     """
+    if getattr(command, "_switch_types_hidden", False):  # a command can be looked up again
+        return command
+    command._switch_types_hidden = True
     for param in getattr(command, "params", []):
         if getattr(param, "is_flag", False):
             _no_metavar(param)
