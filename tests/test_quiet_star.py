@@ -1,0 +1,202 @@
+"""Quiet-STaR (`--method quiet-star`): the thinking wrapper on tiny models of several architectures, its loss, the method.
+
+The parallel rollout is checked against the definition: the logits of every pass of the thought at
+position t equal those of one plain run of prefix + thought + true tokens, on Llama, Qwen2 and
+GPT-2 (absolute position embeddings) built from configs, and on the fallback that runs thoughts as
+ordinary rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def tiny(arch: str, tokenizer, seed: int = 0):
+    """A 2-layer random model of `arch` over the tiny tokenizer's vocabulary."""
+    from transformers import (
+        AutoModelForCausalLM,
+        Gemma2Config,
+        GPT2Config,
+        LlamaConfig,
+        Qwen2Config,
+    )
+
+    vocab = len(tokenizer)
+    common = {"vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    configs = {
+        "llama": lambda: LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **common),
+        "qwen2": lambda: Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **common),
+        "gpt2": lambda: GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common),
+        "gemma2": lambda: Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, **common),
+    }
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(configs[arch]()).float()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from cotkit.testing import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+def wrap(arch, tokenizer, logs=None, **settings):
+    from cotkit_plugins.methods.quiet_star_model import ThoughtSettings, add_thoughts
+
+    s = ThoughtSettings(**{"n_ahead": 5, "n_ahead_talk": 3, "n_passes": 2, **settings})
+    model = add_thoughts(tiny(arch, tokenizer), tokenizer, s, log=(logs.append if logs is not None else lambda _: None))
+    return model.eval()  # GPT-2's dropout would make two runs differ
+
+
+def batch(tokenizer, texts):
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+TEXTS = ["Natalia sold 48 clips in April.", "Weng earns 12 dollars an hour for babysitting today."]
+
+
+def plain_thought_logits(model, ids, row, t, thought, talk):
+    """Logits of prefix x[:t+1] + START + thought + END + x[t+1 : t+talk] run as one ordinary sequence."""
+    s = model.settings
+    parts = [
+        model.embed(ids[row : row + 1, : t + 1]),
+        model.marker("start", (1, 1), torch.float32),
+        model.embed(thought[None]),
+        model.marker("end", (1, 1), torch.float32),
+        model.embed(ids[row : row + 1, t + 1 : t + talk]),
+    ]
+    out = model.base(inputs_embeds=torch.cat(parts, 1), use_cache=False).logits[0]
+    return out[t : t + s.n_ahead + talk - 1]  # the output of pass j sits at t + j
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_parallel_thoughts_equal_a_plain_run_of_prefix_and_thought(arch, tokenizer, one_thread):
+    model = wrap(arch, tokenizer)
+    assert model.settings.parallel, "the 4-D path works on this architecture"
+    ids, mask = batch(tokenizer, TEXTS)
+    with torch.no_grad():
+        r = model.rollout(ids, mask, keep_logits=True)
+    s = model.settings
+    assert len(r.pass_logits) == s.n_ahead + s.n_ahead_talk - 1
+    assert r.thought_tokens.shape == (*ids.shape, s.thought_tokens)
+    short = int(mask[0].sum())  # row 0 is right-padded
+    for row, t in [(0, 0), (0, short - 4), (1, 3), (1, ids.shape[1] - 4)]:
+        talk = s.n_ahead_talk
+        plain = plain_thought_logits(model, ids, row, t, r.thought_tokens[row, t], talk)
+        parallel = torch.stack([p[row, t] for p in r.pass_logits])
+        assert torch.allclose(parallel, plain, atol=1e-5), (row, t, (parallel - plain).abs().max())
+
+
+def test_the_fallback_rows_equal_a_plain_run_at_their_random_positions(tokenizer, one_thread):
+    model = wrap("llama", tokenizer, parallel=False, fallback_positions=3)
+    ids, mask = batch(tokenizer, TEXTS)
+    with torch.no_grad():
+        r = model.rollout(ids, mask, keep_logits=True)
+    where = r.thought_valid.nonzero()
+    assert [int((where[:, 0] == row).sum()) for row in range(2)] == [3, 3]
+    order = sorted(range(len(where)), key=lambda i: tuple(where[i].tolist()))  # rows come in nonzero() order
+    for i in order:
+        row, t = where[i].tolist()
+        plain = plain_thought_logits(model, ids, row, t, r.thought_tokens[row, t], model.settings.n_ahead_talk)
+        rows = torch.stack([p[i] for p in r.pass_logits])
+        assert torch.allclose(rows, plain[1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_the_mixing_head_at_init_reproduces_the_base_logits_exactly(arch, tokenizer, one_thread):
+    logs: list[str] = []
+    model = wrap(arch, tokenizer, logs)
+    # Gemma-2 soft-caps its logits after the LM head, so its mixing head mixes logits (and says so).
+    assert model.settings.mix == ("logits" if arch == "gemma2" else "hidden")
+    assert any("mixes logits" in line for line in logs) == (arch == "gemma2")
+    ids, mask = batch(tokenizer, TEXTS)
+    with torch.no_grad():
+        r = model.rollout(ids, mask)
+        base = torch.log_softmax(model.base(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    for k in range(model.settings.n_ahead_talk):
+        target = torch.cat([ids[:, k + 1 :], ids.new_zeros(2, k + 1)], 1)
+        expected = torch.cat([base[:, k:], base[:, :k]], 1).gather(-1, target[..., None]).squeeze(-1)
+        valid = r.talk_valid[..., k]
+        assert torch.equal(r.talk_mix_logp[..., k][valid], r.talk_base_logp[..., k][valid])
+        assert torch.allclose(r.talk_mix_logp[..., k][valid], expected[valid], atol=1e-5)
+    assert torch.count_nonzero(r.mixing_weight) == 0
+
+
+def test_gradients_reach_the_thought_markers_the_head_and_the_model(tokenizer, one_thread):
+    from cotkit_plugins.methods.quiet_star_loss import LossWeights, sequence_losses
+
+    model = wrap("llama", tokenizer)
+    with torch.no_grad():  # a head past its first step (its zero last layer would stop the gradient to the layers before)
+        model.mixing_head[-1].weight.normal_(0, 0.1)
+        model.mixing_head[-1].bias.fill_(0.3)
+    ids, mask = batch(tokenizer, TEXTS)
+    rows = ids.repeat(2, 1), mask.repeat(2, 1)
+    losses, stats = sequence_losses(model.rollout(*rows), 2, LossWeights())
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
+    losses.sum().backward()
+    for name in ("start_embedding", "end_embedding", "mixing_head.0.weight", "mixing_head.4.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    layer = model.base.model.layers[0].self_attn.q_proj.weight
+    assert layer.grad is not None and layer.grad.abs().sum() > 0
+    assert set(stats) >= {"nll_base", "nll_mix", "policy_loss", "reward_mean", "mixing_weight"}
+
+
+def test_reinforce_advantages_on_a_hand_built_batch():
+    from cotkit_plugins.methods.quiet_star_loss import reinforce_advantages
+
+    # 2 passes x 2 sequences, 3 positions; rows are pass-major: rows 0,1 pass 0; rows 2,3 pass 1.
+    rewards = torch.tensor([[1.0, 0.0, -2.0], [0.5, 0.5, 3.0], [3.0, 0.0, 2.0], [0.5, -0.5, 1.0]])
+    got = reinforce_advantages(rewards, n_passes=2)
+    # position means: seq 0 -> [2, 0, 0]; seq 1 -> [0.5, 0, 2]
+    assert torch.equal(got, torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 2.0], [0.0, 0.0, 0.0]]))
+    unclipped = reinforce_advantages(rewards, n_passes=2, clip=False)
+    assert torch.equal(unclipped[0], torch.tensor([-1.0, 0.0, -2.0]))
+
+
+def test_the_policy_term_weights_each_sampled_token_by_its_advantage(tokenizer, one_thread):
+    from cotkit_plugins.methods.quiet_star_loss import (
+        LossWeights,
+        sequence_losses,
+        thought_rewards,
+    )
+
+    model = wrap("llama", tokenizer)
+    ids, mask = batch(tokenizer, TEXTS)
+    r = model.rollout(ids.repeat(2, 1), mask.repeat(2, 1))
+    # Hand-set gains: pass 0 gains 1 nat at every position, pass 1 nothing: pass 0's tokens get advantage 0.5.
+    r.talk_base_logp = r.talk_base_logp.detach() * 0
+    r.talk_mix_logp = r.talk_mix_logp.detach() * 0 + torch.tensor([1.0, 1.0, 0.0, 0.0])[:, None, None] / r.talk_valid.sum(-1, keepdim=True).clamp(min=1)
+    assert torch.allclose(thought_rewards(r)[:2][r.thought_valid[:2]], torch.tensor(1.0))
+    only_policy = LossWeights(base=0.0, mix=0.0, policy=1.0)
+    losses, _ = sequence_losses(r, 2, only_policy)
+    valid = r.thought_valid[..., None].expand_as(r.thought_logp).float()
+    expected_rows = (-0.5 * r.thought_logp * valid).sum((1, 2)) / valid.sum((1, 2))
+    expected = torch.stack([expected_rows[0], expected_rows[1]]) / 2  # pass 1 has advantage 0: half of the mean over passes
+    assert torch.allclose(losses, expected.detach(), atol=1e-6)
+
+
+def test_save_and_load_give_identical_logits_and_thoughts(tokenizer, tmp_path, one_thread):
+    from cotkit_plugins.methods.quiet_star_model import load_thoughts
+    from transformers import AutoModelForCausalLM
+
+    model = wrap("qwen2", tokenizer)
+    with torch.no_grad():  # trained-looking thoughts: markers and head away from their start
+        model.start_embedding.add_(0.01)
+        model.mixing_head[-1].weight.normal_(0, 0.1)
+    model.save_pretrained(tmp_path, state_dict=None, safe_serialization=True)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "quiet_star" / "thoughts.safetensors").is_file()
+    loaded = load_thoughts(AutoModelForCausalLM.from_pretrained(tmp_path), tmp_path).eval()
+    assert loaded.settings == model.settings
+    ids, mask = batch(tokenizer, TEXTS)
+    for m in (model, loaded):
+        torch.manual_seed(3)  # the same thought tokens
+        with torch.no_grad():
+            m.result = m.rollout(ids, mask, keep_logits=True)
+    for a, b in zip(model.result.pass_logits, loaded.result.pass_logits, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(model.result.talk_mix_logp, loaded.result.talk_mix_logp)
+    assert load_thoughts(AutoModelForCausalLM.from_pretrained(tmp_path), tmp_path / "nowhere") is None
