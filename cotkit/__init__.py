@@ -91,6 +91,10 @@ _EXPORTS: dict[str, str] = {
     "with_soft_prompt": "cotkit.harness.softprompt",
     "DPONLLObjective": "cotkit.harness.preference",
     "PreferencePair": "cotkit.harness.preference",
+    # verifiers and step scorers as rewards of online RL trainers (TRL's reward_funcs)
+    "VerifierReward": "cotkit.rewards",
+    "StepScorerReward": "cotkit.rewards",
+    "reward_rows": "cotkit.rewards",
     # files: atomic writes, one JSONL reader, task data
     "atomic_write_jsonl": "cotkit.jsonl",
     "append_jsonl_rows": "cotkit.jsonl",
@@ -254,6 +258,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     )
     from cotkit.models import cache_kwarg, load_backend, resolve_model
     from cotkit.plugins import load_task
+    from cotkit.rewards import StepScorerReward, VerifierReward, reward_rows
     from cotkit.run import RunContext, is_main_process
     from cotkit.sandbox import Job, Limits, Outcome, Sandbox
     from cotkit.sandbox.isolation import requested_isolation

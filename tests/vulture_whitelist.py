@@ -36,3 +36,6 @@ _.do_GET, _.do_POST, _.log_message
 # inspect.signature reads it: Typer takes `cotkit eval`'s options from the signature
 # cotkit.cli.options.with_settings_options gives the command
 _.__signature__
+
+# transformers' Trainer calls these TrainerCallback events (plugins/methods/grpo.py)
+_.on_log, _.on_save

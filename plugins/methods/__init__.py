@@ -27,3 +27,7 @@ def register_methods(register):
     from .trice import Trice
 
     register(Trice)
+
+    from .grpo import Grpo
+
+    register(Grpo)
