@@ -101,6 +101,44 @@ def test_wrong_key_is_a_clear_error_that_never_shows_the_key(server, monkeypatch
         dead.generate(["x"], SamplingParams(max_new_tokens=1))
 
 
+def test_an_unset_key_variable_sends_no_key_not_even_openai_api_key(server, monkeypatch):
+    """The client's fallback to $OPENAI_API_KEY is off: a key goes only to a server it was named for."""
+    from cotkit.models import load_backend
+
+    base, _ = server
+    other = "sk-other-" + secrets.token_hex(8)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", other)
+    be = load_backend("openai", model="tiny", base_url=base, api_key_env=KEY_ENV, max_retries=0)
+    with pytest.raises(ModelError) as e:
+        be.generate(["Q: 1 + 1?\nA:"], SamplingParams(max_new_tokens=4))
+    assert "not set" in str(e.value) and "provided: ''" in str(e.value)  # the server saw no Authorization header
+
+
+@pytest.fixture(scope="module")
+def slow_limited_server(tiny_model, openai_server):
+    """The test server answering after 0.3 s, its first request refused with 429 and `Retry-After: 1.5`."""
+    with openai_server(tiny_model, "--latency", "0.3", "--rate-limit", "1", "--retry-after", "1.5") as base:
+        yield base
+
+
+def test_retry_after_is_waited_and_requests_run_concurrency_at_a_time(slow_limited_server):
+    from cotkit.models import load_backend
+
+    be = load_backend("openai", model="tiny", base_url=slow_limited_server, concurrency=4)
+    start = time.monotonic()
+    [[first]] = be.generate(["Q: 1 + 1?\nA:"], SamplingParams(max_new_tokens=2))
+    waited = time.monotonic() - start
+    # The client's own backoff before a first retry is at most 0.5 s: 1.5 s is the server's Retry-After.
+    assert waited >= 1.5 and be.requests_sent == 2 and _stats(slow_limited_server)["rate_limited"] == 1
+    assert first.finish_reason in ("stop", "length")
+
+    prompts = [f"Q: {i} + 1?\nA:" for i in range(12)]
+    got = be.generate(prompts, SamplingParams(max_new_tokens=2))
+    assert [len(row) for row in got] == [1] * 12 and be.requests_sent == 2 + 12
+    assert _stats(slow_limited_server)["max_in_flight"] == 4  # all four slots used, never a fifth request
+
+
 def _ftcot(tiny_model, data_dir, out, base, *extra):
     return [
         sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "train", "--method", "finetune-cot", "--task", "gsm8k",

@@ -31,7 +31,7 @@ cotkit.__getattr__, cotkit.__dir__
 cotkit.load_task
 
 # http.server.BaseHTTPRequestHandler calls these (the test's OpenAI-compatible server)
-_.do_GET, _.do_POST, _.log_message
+_.do_GET, _.do_POST, _.log_message, _.request_queue_size
 
 # inspect.signature reads it: Typer takes `cotkit eval`'s options from the signature
 # cotkit.cli.options.with_settings_options gives the command

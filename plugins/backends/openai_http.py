@@ -1,10 +1,17 @@
 """The `openai` backend: any OpenAI-compatible HTTP endpoint (vLLM, llama.cpp, TGI, OpenAI, ...).
 
-Text prompts go to `POST {base_url}/completions`, chat prompts to `POST {base_url}/chat/completions`.
-Standard library only (urllib and a thread pool), so it imports in microseconds and needs nothing
-installed. The API key is read from the environment variable *named* by `api_key_env` when a
-request is sent; the key itself is never stored on the backend, in its options, in errors or logs
-(error bodies from the server are scrubbed of it).
+Text prompts go to `POST {base_url}/completions`, chat prompts to `POST {base_url}/chat/completions`,
+through the official `openai` package's async client (extra `cotkit[openai]`, imported when the
+first request is sent): one connection pool, `concurrency` requests in flight on one thread, and
+the client's retries of rate limits, timeouts and server errors, which wait what the server asks
+in `Retry-After` (up to two minutes; a longer wait is reported, not retried) and back off
+exponentially otherwise.
+
+The API key is read from the environment variable *named* by `api_key_env` when requests are
+sent; the key itself is never stored on the backend, in its options, in errors or logs (error
+bodies from the server are scrubbed of it). When that variable is unset no Authorization header is
+sent: the client's own fallback to $OPENAI_API_KEY is switched off, so a key is never sent to a
+server it was not named for.
 
 Seeds: sample j of prompt i is requested alone with `seed = seeds[i] + j` (vLLM honours per-request
 seeds; OpenAI treats them as best effort), so a sample does not depend on the others in the call,
@@ -15,13 +22,9 @@ the returned text, so a server that ignores some still yields the same cut.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,13 +45,13 @@ from cotkit import (
 
 from .common import cut_at_stop
 
-#: HTTP statuses worth retrying: rate limits and transient server errors.
-RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: Most of a server's error body shown in a message (after the key is scrubbed from all of it).
 ERROR_DETAIL_CHARS = 500
-#: Most of an error body read at all: enough for any real message, little to scrub.
-ERROR_BODY_READ_BYTES = 64 * 1024
+#: What the client is given as its key when $api_key_env is unset: it refuses to start without
+#: one, and every request removes the Authorization header made of it (see `_request_headers`).
+NO_KEY = "no-key"
+INSTALL_HINT = "the openai backend needs the openai package: pip install 'cotkit[openai]'"
 
 
 @dataclass
@@ -60,8 +63,10 @@ class OpenAIConfig:
         DEFAULT_KEY_ENV, help="NAME of the environment variable that holds the API key (never the key itself)"
     )
     timeout: float = option(120.0, help="seconds to wait for one answer")
-    max_retries: int = option(3, minimum=0, help="retries of a rate-limited or failed request (waits 1 s, 2 s, 4 s, ...)")
-    concurrency: int = option(4, minimum=1, help="requests in flight at once")
+    max_retries: int = option(
+        3, minimum=0, help="retries of a rate-limited, timed-out or failed request (the server's Retry-After is waited, else 0.5 s, 1 s, 2 s, ...)"
+    )
+    concurrency: int = option(32, minimum=1, help="requests in flight at once")
     max_stops: int = option(4, minimum=0, help="stop strings sent to the server (OpenAI takes 4); all cut the answer here")
 
     def __post_init__(self) -> None:
@@ -69,6 +74,16 @@ class OpenAIConfig:
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"backend openai option base_url={self.base_url!r}: expected an http:// or https:// URL")
         self.api_key_env = check_key_env_name(self.api_key_env, "backend openai option api_key_env")
+
+
+def run_to_completion(coro: Coroutine[Any, Any, Any]) -> Any:
+    """`asyncio.run(coro)`, also when called from a running event loop (a notebook): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class OpenAIHTTPBackend(Backend):
@@ -83,9 +98,8 @@ class OpenAIHTTPBackend(Backend):
         if not str(model).strip():
             raise ConfigError("backend openai needs the served model name (--teacher-model / model=)")
         super().__init__(model, **options)
-        #: HTTP requests sent so far (retries included), for callers that account for cost.
+        #: HTTP requests sent so far (the client's retries included), for callers that account for cost.
         self.requests_sent = 0
-        self._lock = threading.Lock()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -98,45 +112,36 @@ class OpenAIHTTPBackend(Backend):
         key = self._key()
         return scrub_key(text, key) if limit is None else scrub_and_shorten(text, key, limit)
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON and return the decoded answer, retrying rate limits and transient failures."""
-        url = f"{self.config.base_url}{path}"
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self._key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        delay = 1.0
-        for attempt in range(self.config.max_retries + 1):
-            with self._lock:
-                self.requests_sent += 1
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.config.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as e:
-                body = e.read(ERROR_BODY_READ_BYTES).decode("utf-8", "replace")
-                detail = self._scrub(body, ERROR_DETAIL_CHARS)
-                if e.code in RETRY_STATUSES and attempt < self.config.max_retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                if e.code in (401, 403):
-                    where = f"${self.config.api_key_env}" + ("" if key else " (not set)")
-                    raise ModelError(f"{url}: HTTP {e.code}, the server refused the API key from {where}: {detail}") from None
-                raise ModelError(f"{url}: HTTP {e.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt < self.config.max_retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                reason = getattr(e, "reason", e)
-                raise ModelError(f"{url}: cannot reach the server ({self._scrub(str(reason))})") from None
-            except json.JSONDecodeError as e:
-                raise ModelError(f"{url}: the answer is not JSON ({e.msg})") from None
-        raise ModelError(f"{url}: no answer after {self.config.max_retries + 1} attempts")  # pragma: no cover
+    async def _count_request(self, _request: Any) -> None:
+        self.requests_sent += 1
 
-    def _one(self, prompt: Prompt, params: SamplingParams, seed: int | None) -> Generation:
+    def _client(self, openai: Any) -> Any:
+        """An `AsyncOpenAI` for this backend's server, key and retries; every HTTP request it sends is counted."""
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._count_request]})
+        return openai.AsyncOpenAI(
+            api_key=self._key() or NO_KEY, base_url=self.config.base_url, timeout=self.config.timeout,
+            max_retries=self.config.max_retries, http_client=http,
+        )  # fmt: skip
+
+    def _request_headers(self, openai: Any) -> dict[str, Any]:
+        """No Authorization header at all when $api_key_env is unset (the client accepts the removal per request only)."""
+        return {} if self._key() else {"Authorization": openai.Omit()}
+
+    def _api_error(self, openai: Any, e: Exception, path: str) -> ModelError:
+        """The client's exception as one line naming the URL, without the key or any piece of it."""
+        url = f"{self.config.base_url}{path}"
+        if isinstance(e, openai.APIStatusError):
+            detail = self._scrub(e.response.text, ERROR_DETAIL_CHARS)
+            if e.status_code in (401, 403):
+                where = f"${self.config.api_key_env}" + ("" if self._key() else " (not set)")
+                return ModelError(f"{url}: HTTP {e.status_code}, the server refused the API key from {where}: {detail}")
+            return ModelError(f"{url}: HTTP {e.status_code}: {detail}")
+        if isinstance(e, openai.APITimeoutError):
+            return ModelError(f"{url}: no answer within {self.config.timeout:g} s ({self.config.max_retries} retries)")
+        reason = e.__cause__ or e
+        return ModelError(f"{url}: cannot reach the server ({self._scrub(str(reason))})")
+
+    async def _one(self, openai: Any, client: Any, prompt: Prompt, params: SamplingParams, seed: int | None) -> Generation:
         """One completion for one prompt."""
         stops = [s for s in (params.stop or []) if s]
         body: dict[str, Any] = {
@@ -145,26 +150,53 @@ class OpenAIHTTPBackend(Backend):
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
+            "extra_headers": self._request_headers(openai),
         }
         if stops and self.config.max_stops:
             body["stop"] = stops[: self.config.max_stops]
         if seed is not None:
             body["seed"] = seed
-        if isinstance(prompt, str):
-            answer = self._post("/completions", {**body, "prompt": prompt})
-        else:
-            answer = self._post("/chat/completions", {**body, "messages": list(prompt)})
+        chat = not isinstance(prompt, str)
+        path = "/chat/completions" if chat else "/completions"
         try:
-            choice = answer["choices"][0]
-            text = choice["text"] if isinstance(prompt, str) else (choice["message"].get("content") or "")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise ModelError(f"{self.config.base_url}: unexpected answer shape: {self._scrub(json.dumps(answer), 300)}") from None
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        cut = cut_at_stop(text, stops)
+            if chat:
+                answer = await client.chat.completions.create(messages=list(prompt), **body)
+            else:
+                answer = await client.completions.create(prompt=prompt, **body)
+        except openai.APIError as e:
+            raise self._api_error(openai, e, path) from None
+        try:
+            choice = answer.choices[0]
+            text = (choice.message.content or "") if chat else choice.text
+        except (IndexError, TypeError, AttributeError):
+            raise ModelError(f"{self.config.base_url}{path}: unexpected answer shape: {self._scrub(str(answer), 300)}") from None
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        cut = cut_at_stop(text or "", stops)
         if cut is not None:
             text, finish = cut, "stop"
-        usage = answer.get("usage") or {}
-        return Generation(text, int(usage.get("completion_tokens") or 0), finish)
+        tokens = answer.usage.completion_tokens if getattr(answer, "usage", None) else 0
+        return Generation(text or "", int(tokens or 0), finish)
+
+    async def _all(self, jobs: list[tuple[Prompt, int | None]], params: SamplingParams) -> list[Generation]:
+        """Every job's generation, in job order, `concurrency` requests at a time; the first error cancels the rest."""
+        try:
+            import openai
+        except ImportError as e:
+            raise ModelError(f"{INSTALL_HINT} ({e})") from None
+        slots = asyncio.Semaphore(self.config.concurrency)
+
+        async def bounded(prompt: Prompt, seed: int | None) -> Generation:
+            async with slots:
+                return await self._one(openai, client, prompt, params, seed)
+
+        async with self._client(openai) as client:
+            tasks = [asyncio.ensure_future(bounded(prompt, seed)) for prompt, seed in jobs]
+            try:
+                return await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)  # let them end before the client closes
 
     # -- the Backend interface ---------------------------------------------------------------
 
@@ -181,20 +213,16 @@ class OpenAIHTTPBackend(Backend):
         if seeds is not None and len(seeds) != len(prompts):
             raise ConfigError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
         greedy = params.temperature == 0
-        jobs: list[tuple[int, int, int | None]] = []
-        for i in range(len(prompts)):
+        per_prompt = 1 if greedy else params.n
+        jobs: list[tuple[Prompt, int | None]] = []
+        for i, prompt in enumerate(prompts):
             base = seeds[i] if seeds is not None else params.seed
-            for j in range(1 if greedy else params.n):
-                jobs.append((i, j, None if greedy else (base + j) & ((1 << 63) - 1)))
-        grid: list[list[Generation | None]] = [[None] * params.n for _ in prompts]
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            results = pool.map(lambda job: self._one(prompts[job[0]], params, job[2]), jobs)
-            for (i, j, _), gen in zip(jobs, results):
-                grid[i][j] = gen
+            jobs.extend((prompt, None if greedy else (base + j) & ((1 << 63) - 1)) for j in range(per_prompt))
+        flat = run_to_completion(self._all(jobs, params)) if jobs else []
+        rows = [flat[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
         if greedy:
-            for row in grid:
-                row[1:] = [Generation(row[0].text, row[0].n_tokens, row[0].finish_reason) for _ in range(params.n - 1)]
-        return [[g for g in row if g is not None] for row in grid]
+            return [[Generation(row[0].text, row[0].n_tokens, row[0].finish_reason) for _ in range(params.n)] for row in rows]
+        return rows
 
     def close(self) -> None:
-        """Nothing to free: the model lives in the server."""
+        """Nothing to free: the model lives in the server, and each `generate` closes its own client."""
