@@ -14,7 +14,6 @@ The plugins are read from the plugin host, so a new plugin is checked by being r
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from cotkit.contracts import KINDS, PROMPT_STYLES, Generation
-from cotkit.errors import DataError, UnknownNameError
+from cotkit.contracts import KINDS, Generation
+from cotkit.errors import DataError
 from cotkit.plugins import PluginHost
-from cotkit.types import AnswerKind, Example, Sample, Status, Verdict
+from cotkit.testing import check_task_contract, check_verifier_contract
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("COTKIT_VLLM_VENV", REPO / ".venv-vllm")) / "bin" / "python"
@@ -192,28 +191,6 @@ def test_method_dry_run(cli, data_dir, name, tmp_path):
 NOT_IN_LOCAL_DATA = {"arc:easy"}
 
 
-def check_example(ex, task) -> None:
-    assert isinstance(ex, Example)
-    assert isinstance(ex.id, str) and ex.id
-    assert isinstance(ex.question, str) and ex.question.strip(), ex.id
-    assert isinstance(ex.answer, str) and ex.answer.strip(), ex.id
-    assert isinstance(ex.answer_kind, AnswerKind), ex.id
-    assert isinstance(ex.raw, dict) and ex.raw, ex.id
-    # a group (`bbh`) labels each example with its member task (`bbh:navigate`)
-    assert ex.task == task.full_name or (task.group and task.subset is None and ex.task.startswith(f"{task.name}:")), ex.id
-    if ex.answer_kind is AnswerKind.CHOICE:
-        assert ex.choices, f"{ex.id}: a multiple-choice example lists its choices"
-
-
-def check_prompt(prompt) -> None:
-    if isinstance(prompt, str):
-        assert prompt.strip()
-    else:
-        assert isinstance(prompt, list) and prompt
-        assert all(set(m) == {"role", "content"} and isinstance(m["content"], str) for m in prompt)
-        assert prompt[-1]["role"] == "user" and prompt[-1]["content"].strip()
-
-
 @pytest.mark.parametrize("address", REGISTRY.task_names())
 def test_task_examples_and_prompts_on_the_local_data(host, data_dir, address):
     task = host.task(address, data_dir=data_dir)
@@ -224,30 +201,7 @@ def test_task_examples_and_prompts_on_the_local_data(host, data_dir, address):
             task.examples(task.train_split)
         return
 
-    ids: dict[str, set[str]] = {}
-    for split in dict.fromkeys((task.train_split, task.heldout_split, task.eval_split)):
-        examples = task.examples(split)
-        assert examples, f"{address} {split}: no examples"
-        ids[split] = {ex.id for ex in examples}
-        assert len(ids[split]) == len(examples), f"{address} {split}: ids are not unique"
-        for ex in examples:
-            check_example(ex, task)
-    if task.heldout_split != task.train_split:
-        assert not ids[task.train_split] & ids[task.heldout_split], f"{address}: train and held-out share questions"
-    with pytest.raises(UnknownNameError):
-        task.examples("no-such-split")
-
-    for ex in task.examples(task.train_split, limit=2) + task.examples(task.heldout_split, limit=1):
-        for style in PROMPT_STYLES:
-            prompt = task.prompt(ex, style)
-            check_prompt(prompt)
-            assert task.prompt(ex, style, hint=True) != prompt, f"{address} {style}: the hint changes nothing"
-            stops = task.stop_sequences(style)
-            assert isinstance(stops, list) and all(isinstance(s, str) and s for s in stops)
-        sentence = task.answer_sentence(ex)
-        assert isinstance(sentence, str) and sentence.strip()
-    with pytest.raises(UnknownNameError):
-        task.prompt(ex, "no-such-style")
+    check_task_contract(task)
 
 
 # --------------------------------------------------------------------------------- verifiers
@@ -271,23 +225,9 @@ def test_verifier_batch_shape_and_error_verdicts(host, data_dir, name):
     task_name, right, wrong = VERIFIER_CASES[name]
     task = host.task(task_name, data_dir=data_dir)
     examples = task.examples(task.heldout_split, limit=3)
-    stop = task.stop_sequences("fewshot")
-    good = [Sample(examples[0], right(examples[0]), stop=stop), Sample(examples[1], wrong(examples[1]), stop=stop),
-            Sample(examples[2], right(examples[2]), stop=stop)]  # fmt: skip
-    bad = [
-        Sample(examples[0], None, stop=stop),  # not a string
-        Sample(dataclasses.replace(examples[1], answer=""), right(examples[1]), stop=stop),  # no gold answer
-        "not a sample",
-    ]
     verifier = host.get("verifier", name)()
     try:
-        assert verifier.verify([]) == []
-        verdicts = verifier.verify(good + bad)
-        assert len(verdicts) == len(good + bad) and all(isinstance(v, Verdict) for v in verdicts)
-        assert [v.status for v in verdicts] == [Status.CORRECT, Status.INCORRECT, Status.CORRECT] + [Status.ERROR] * 3
-        assert all(v.reason for v in verdicts[3:]), "an error verdict says why"
-        backwards = verifier.verify(list(reversed(good)))  # in order, each row judged alone
-        assert [v.status for v in backwards] == [v.status for v in reversed(verdicts[:3])]
+        check_verifier_contract(verifier, examples, right, wrong, task.stop_sequences("fewshot"))
     finally:
         verifier.close()
 

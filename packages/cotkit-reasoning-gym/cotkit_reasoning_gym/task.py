@@ -14,9 +14,26 @@ import re
 from dataclasses import asdict
 from typing import Any, ClassVar
 
-from cotkit import AnswerKind, ConfigError, Example, Prompt, Task, UnknownNameError, check_styles, require_fields
+from cotkit import (
+    AnswerKind,
+    ConfigError,
+    Example,
+    Prompt,
+    Task,
+    UnknownNameError,
+    check_styles,
+    require_fields,
+)
 
-from .generators import DATASETS, RGConfig, draw_split, generator_options, make_generator, running_sum_rationale, task_config_class
+from .generators import (
+    DATASETS,
+    RGConfig,
+    draw_split,
+    generator_options,
+    make_generator,
+    running_sum_rationale,
+    task_config_class,
+)
 
 ZEROSHOT_TRIGGER = "Let's think step by step."
 HINT_FORMATS = ("sentence", "inline")

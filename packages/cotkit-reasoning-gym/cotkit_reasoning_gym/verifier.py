@@ -13,7 +13,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cotkit import AnswerKind, Example, Sample, Status, Verdict, Verifier, extract_answer, option
+from cotkit import (
+    AnswerKind,
+    Example,
+    Sample,
+    Status,
+    Verdict,
+    Verifier,
+    extract_answer,
+    option,
+)
 
 from .generators import generator_options, make_generator
 
@@ -55,6 +64,8 @@ class RGScore(Verifier):
         ex = sample.example
         if not ex.meta.get("dataset"):
             return Verdict(Status.ERROR, reason=f"example {ex.id} is not from an rg:<dataset> task", score=0.0)
+        if not isinstance(ex.answer, str) or not ex.answer.strip():
+            return Verdict(Status.ERROR, reason=f"example {ex.id}: gold answer is empty", score=0.0)
         if not isinstance(sample.completion, str):
             return Verdict(Status.ERROR, reason=f"completion is {type(sample.completion).__name__}, not a string", score=0.0)
         kind = AnswerKind(ex.answer_kind)
