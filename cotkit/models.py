@@ -454,10 +454,11 @@ def pull(spec: str, source: str = "auto", from_file: str | Path | None = None) -
 
 def load_backend(name: str = "hf", *, model: str = DEFAULT_MODEL, **options: Any) -> Backend:
     """A registered sampling backend (`hf`, `vllm`, ...) for a model spec, built with `options`."""
+    from cotkit.budget import counting_sampled_tokens
     from cotkit.plugins import host
 
     cls = host().get("backend", name)
-    return cls(model, **options)
+    return counting_sampled_tokens(cls(model, **options))
 
 
 def cache_kwarg(model: Any) -> str:

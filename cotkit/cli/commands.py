@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "cotkit.cli.models_cmd",
     "cotkit.cli.train_cmd",
     "cotkit.cli.show_cmd",
+    "cotkit.cli.compare_cmd",
 )
 
 

@@ -186,14 +186,10 @@ def _fmt(v: Any) -> str:
 def run_summary(path: Path) -> dict[str, Any]:
     """A run as JSON: its options, status, phases, and per iteration the dev / held-out evaluations and the funnel."""
     from cotkit.run import RunContext, load_run
-    from cotkit.run.report import accuracy_of, iteration_rows
+    from cotkit.run.report import accuracy_dict, iteration_rows
 
     config, state = load_run(path)
     rows = iteration_rows(RunContext(config, path).metrics_rows())
-
-    def accuracy(ev: dict[str, Any] | None) -> dict[str, Any] | None:
-        got = accuracy_of(ev)
-        return None if got is None else dict(zip(("accuracy", "ci_low", "ci_high", "n"), got))
 
     heldout = [r for r in rows if "heldout" in r]
     return {
@@ -201,11 +197,11 @@ def run_summary(path: Path) -> dict[str, Any]:
         "status": state.status, "running": state.running, "config": config.to_dict(),
         "phases": {name: {"seconds": rec.get("seconds"), "finished": rec.get("finished")} for name, rec in state.phases.items()},
         "iterations": [
-            {"iteration": r["iteration"], "dev": accuracy(r.get("dev")), "heldout": accuracy(r.get("heldout")), "summary": r.get("summary")}
+            {"iteration": r["iteration"], "dev": accuracy_dict(r.get("dev")), "heldout": accuracy_dict(r.get("heldout")), "summary": r.get("summary")}
             for r in rows
         ],
-        "base_heldout": accuracy(heldout[0]["heldout"]) if heldout and heldout[0]["iteration"] == 0 else None,
-        "final_heldout": accuracy(heldout[-1]["heldout"]) if heldout and heldout[-1]["iteration"] > 0 else None,
+        "base_heldout": accuracy_dict(heldout[0]["heldout"]) if heldout and heldout[0]["iteration"] == 0 else None,
+        "final_heldout": accuracy_dict(heldout[-1]["heldout"]) if heldout and heldout[-1]["iteration"] > 0 else None,
     }  # fmt: skip
 
 
@@ -215,11 +211,7 @@ def _compare_runs(summaries: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from cotkit.console import out
-
-    def acc(a: dict[str, Any] | None) -> str:
-        if a is None:
-            return "–"
-        return f"{100 * a['accuracy']:.1f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] (n={a['n']})"
+    from cotkit.run.report import fmt_accuracy
 
     table = Table(title="runs side by side", title_justify="left")
     for col in ("run", "method", "task", "model", "status", "iterations"):
@@ -230,8 +222,8 @@ def _compare_runs(summaries: list[dict[str, Any]]) -> None:
         its = [i for i in s["iterations"] if i["dev"] is not None]
         table.add_row(
             escape(s["path"]), s["method"], s["task"], escape(str(s["model"])), s["status"],
-            str(max((i["iteration"] for i in s["iterations"]), default=0)), acc(its[-1]["dev"]) if its else "–",
-            acc(s["base_heldout"]), acc(s["final_heldout"]),
+            str(max((i["iteration"] for i in s["iterations"]), default=0)), fmt_accuracy(its[-1]["dev"]) if its else "–",
+            fmt_accuracy(s["base_heldout"]), fmt_accuracy(s["final_heldout"]),
         )  # fmt: skip
     out.print(table)
     out.print("Intervals are 95% Wilson intervals; runs on different questions (tasks, limits, seeds) are not comparable row by row.")

@@ -31,7 +31,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy of `backend`'s model on `examples` (greedy by default), with a 95% CI.
 
-    Writes one row per sample to `output` (the `cotkit score` row format plus the prompt) and
+    Writes one row per sample to `output` (the `cotkit score` row format plus the prompt, the
+    example's id in `meta.id`) and
     returns the summary (`cotkit.harness.verify.summarize`): n, correct, accuracy over all n with its
     CI, accuracy of parsed answers, unparseable, timeout and error counts, the most common answer.
     `model_label` replaces the backend's model path in each row (run directories stay relocatable).
@@ -45,8 +46,9 @@ def evaluate(
         params = SamplingParams(n=1, temperature=0.0, stop=task.stop_sequences(style))
     samples = sample(task, examples, backend, params, style=style, hint=False, progress=progress)
     verdicts = verify_samples(samples, verifier)
-    if model_label is not None:
-        for s in samples:
+    for s in samples:
+        s.meta["id"] = s.example.id  # pairs a question's verdicts across models and runs (`cotkit compare`)
+        if model_label is not None:
             s.meta["model"] = model_label
     summary = vote_summary(samples) if majority_vote else summarize(verdicts)
     if output is not None:

@@ -48,6 +48,7 @@ class LiveModel:
         """The live model as an `hf` backend: eval mode and no gradients inside the block, training mode after it."""
         import torch
 
+        from cotkit.budget import counting_sampled_tokens
         from cotkit.plugins import host
 
         run = self._run
@@ -60,7 +61,7 @@ class LiveModel:
         net.eval()
         try:
             with torch.no_grad(), run.accelerator.autocast():
-                yield host().get("backend", "hf").from_objects(model, run.tokenizer, name="live")
+                yield counting_sampled_tokens(host().get("backend", "hf").from_objects(model, run.tokenizer, name="live"))
         finally:
             net.train(was_training)
 

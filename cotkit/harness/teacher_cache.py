@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cotkit.budget import count_sampled
 from cotkit.contracts import Backend, Generation, SamplingParams
 from cotkit.harness.sample import accepts_seeds
 from cotkit.jsonl import append_jsonl_rows, read_jsonl_tolerant
@@ -88,6 +89,7 @@ class CachedTeacher:
         ]
         out: list[list[Generation] | None] = [self._cached(row) for row in keys]
         self.hits += sum(params.n for got in out if got is not None)
+        count_sampled([got for got in out if got is not None])  # the backend counts the ones it is asked for
         missing = [i for i, got in enumerate(out) if got is None]
         if missing:
             grid = self._ask([prompts[i] for i in missing], params, [seeds[i] for i in missing], progress)

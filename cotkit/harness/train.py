@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotkit.budget import count_trained
 from cotkit.errors import ConfigError, ModelError
 from cotkit.options import option
 from cotkit.types import Prompt
@@ -409,6 +410,7 @@ class TrainResult:
     processes: int = 1
     examples_trained: int = 0  # examples over all steps and processes, each time one is seen
     packing: bool = False
+    tokens_trained: int = 0  # real (not padding) tokens over all steps and processes, each time one is seen
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -580,7 +582,7 @@ def train(
         if on_step is not None and run.accelerator.is_main_process:
             on_step(log)
         if state_root is not None and config.save_every and log.step % config.save_every == 0 and log.step < steps:
-            _save_state(run.accelerator, state_root, log.step, run.losses, run.objective.state_dict())
+            _save_state(run.accelerator, state_root, log.step, run.losses, run.objective.state_dict(), run.tokens_seen)
         if fault_at_step is not None and log.step == fault_at_step:
             os.kill(os.getpid(), 9)  # the resume tests' SIGKILL, right after this step's state is saved
 
@@ -608,7 +610,7 @@ class _TrainingRun:
     seed: int
     start_step: int = 0
     losses: list[float] = field(default_factory=list)
-    tokens_seen: int = 0  # real (not padding) tokens this process has trained on since it started
+    tokens_seen: int = 0  # real (not padding) tokens this process has trained on, steps before a resume included
     packs: PackedOrder | None = None  # the data order with sft.packing
 
     @property
@@ -662,6 +664,7 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
     optimizer, scheduler = _optimizer_and_schedule(net, config, steps)
     # The scheduler is stepped by hand once per optimizer step (not prepared): accelerate would
     # step a prepared one once per process, which changes the schedule with the process count.
+    _give_deepspeed_the_micro_batch_size(accelerator, config.batch_size)
     net, optimizer = accelerator.prepare(net, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     objective.setup(accelerator, net)
@@ -671,6 +674,13 @@ def _setup(model: str, items: Sequence[Any], config: SFTConfig, steps: int, obje
     )  # fmt: skip
     objective.attach(run)
     return run
+
+
+def _give_deepspeed_the_micro_batch_size(accelerator: Any, batch_size: int) -> None:
+    """Under DeepSpeed, its config's micro-batch size: accelerate reads it from a prepared DataLoader, and this loop prepares none."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
 
 
 def _seeded_accelerator(precision: str, seed: int) -> Any:
@@ -736,7 +746,9 @@ def _resume(run: _TrainingRun, state_root: Path) -> None:
     """Continue from the last complete saved state, if any (model, optimizer, scheduler, RNG, losses, the objective's state)."""
     run.start_step = _load_latest_state(run.accelerator, state_root)
     if run.start_step:
-        run.losses = _read_losses(state_root)
+        progress = _read_progress(state_root)
+        run.losses = list(progress["losses"])
+        run.tokens_seen = int(progress.get("tokens_seen", 0))  # states saved before tokens were counted have none
         saved = _latest_state(state_root) / _objective_file(run.accelerator)  # type: ignore[operator]
         if saved.exists():
             run.objective.load_state_dict(json.loads(saved.read_text(encoding="utf-8")))
@@ -794,6 +806,9 @@ def _backward(run: _TrainingRun, sequences: list[list[dict[str, Any]]], normaliz
     batch = pack_batch(sequences, pad_id) if run.packs is not None else run.objective.collate([seq[0] for seq in sequences], pad_id)
     batch = {key: (v.to(accelerator.device) if hasattr(v, "to") else v) for key, v in batch.items()}
     no_sync = accelerator.no_sync(run.net) if not sync and run.world > 1 else contextlib.nullcontext()
+    # Only the micro-batch that closes the optimizer step syncs: DeepSpeed's engine, which steps
+    # inside `backward`, reads this flag (its own gradient accumulation stays at 1).
+    accelerator.sync_gradients = sync
     with no_sync, accelerator.autocast():
         loss, stats = run.objective.loss(run.net, batch, normalizer)
         accelerator.backward(loss)
@@ -807,13 +822,20 @@ def _save_final(run: _TrainingRun, output_dir: Path, state_root: Path | None, st
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(run.net)
     state_dict = accelerator.get_state_dict(run.net)
+    tokens_trained = run.tokens_seen
+    if run.world > 1:
+        import torch
+
+        # After a resume each process restarts from the main process's saved count: about its own share.
+        tokens_trained = int(accelerator.reduce(torch.tensor(run.tokens_seen, device=accelerator.device), reduction="sum"))
     result = TrainResult(
         checkpoint=str(output_dir), steps=run.steps, examples=len(run.features), dropped=run.dropped,
         tokens=sum(len(f.get("input_ids", ())) for f in run.features), seconds=round(time.time() - started, 3),
         losses=run.losses, resumed_from_step=run.start_step, processes=run.world,
-        examples_trained=run.examples_in_steps(run.steps), packing=run.packs is not None,
+        examples_trained=run.examples_in_steps(run.steps), packing=run.packs is not None, tokens_trained=tokens_trained,
     )  # fmt: skip
     if accelerator.is_main_process:
+        count_trained(tokens_trained)
         _save_checkpoint(unwrapped, state_dict, run.tokenizer, output_dir, run.config.lora, result)
         if state_root is not None and state_root.exists():
             shutil.rmtree(state_root, ignore_errors=True)
@@ -853,7 +875,7 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _save_state(accelerator: Any, root: Path, step: int, losses: list[float], objective_state: Any = None) -> None:
+def _save_state(accelerator: Any, root: Path, step: int, losses: list[float], objective_state: Any = None, tokens_seen: int = 0) -> None:
     """Resumable state at `step` (with each process's objective state): written to a temp folder, renamed, older states removed."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".step_{step:06d}.tmp"
@@ -866,7 +888,7 @@ def _save_state(accelerator: Any, root: Path, step: int, losses: list[float], ob
         (tmp / _objective_file(accelerator)).write_text(json.dumps(objective_state) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}) + "\n", encoding="utf-8")
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses, "tokens_seen": tokens_seen}) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         final = root / f"step_{step:06d}"
         if final.exists():
@@ -896,11 +918,12 @@ def _load_latest_state(accelerator: Any, root: Path) -> int:
     return int(json.loads((latest / "progress.json").read_text())["step"])
 
 
-def _read_losses(root: Path | None) -> list[float]:
+def _read_progress(root: Path | None) -> dict[str, Any]:
+    """progress.json of the last complete saved state ({} when none): step, losses, tokens seen."""
     latest = _latest_state(root) if root is not None and root.exists() else None
     if latest is None:
-        return []
-    return list(json.loads((latest / "progress.json").read_text())["losses"])
+        return {}
+    return dict(json.loads((latest / "progress.json").read_text()))
 
 
 @contextlib.contextmanager

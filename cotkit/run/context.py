@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from cotkit.budget import totals
 from cotkit.config import RunConfig, TrainConfig
 from cotkit.contracts import Backend, Task
 from cotkit.errors import CotkitError
@@ -147,15 +148,16 @@ class RunContext(Generic[ConfigT]):
         if is_main_process():
             self.state.running = name
             self.state.save()
-        t0 = time.time()
+        t0, spent_before = time.time(), totals()
         result = fn()
         seconds = round(time.time() - t0, 3)
+        spent = {k: v - spent_before[k] for k, v in totals().items()}
         try:
             json.dumps(result)
         except (TypeError, ValueError) as e:
             raise CotkitError(f"phase {name} returned a result that is not JSON-serialisable: {e}") from e
         if is_main_process():
-            self.state.phases[name] = {"result": result, "seconds": seconds, "finished": timestamp()}
+            self.state.phases[name] = {"result": result, "seconds": seconds, "finished": timestamp(), **spent}
             self.state.running = None
             self.state.save()
             self.write_metrics()

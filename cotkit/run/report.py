@@ -77,11 +77,20 @@ def accuracy_of(ev: dict[str, Any] | None) -> tuple[float, float, float, int] | 
 
 def fmt_acc(ev: dict[str, Any] | None) -> str:
     """`41.0% [31.2, 51.6] (n=100)` from an eval summary: correct / n over all rows, errors included."""
+    return fmt_accuracy(accuracy_dict(ev))
+
+
+def accuracy_dict(ev: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`accuracy_of` as {accuracy, ci_low, ci_high, n} (what `cotkit show --json` and `cotkit compare --json` print)."""
     got = accuracy_of(ev)
-    if got is None:
+    return None if got is None else dict(zip(("accuracy", "ci_low", "ci_high", "n"), got))
+
+
+def fmt_accuracy(a: dict[str, Any] | None) -> str:
+    """`41.0% [31.2, 51.6] (n=100)` from {accuracy, ci_low, ci_high, n} (`cotkit show --json`'s accuracies)."""
+    if a is None:
         return "–"
-    acc, low, high, n = got
-    return f"{100 * acc:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (n={n})"
+    return f"{100 * a['accuracy']:.1f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] (n={a['n']})"
 
 
 def parsed_accuracy(ev: dict[str, Any] | None) -> float | None:

@@ -18,7 +18,8 @@ class RunState:
 
     path: Path
     phases: dict[str, dict[str, Any]]
-    """Phase name -> {"result", "seconds", "finished"}, in the order the phases completed."""
+    """Phase name -> {"result", "seconds", "finished", "sampled_tokens", "trained_tokens"}, in the order the phases completed
+    (the token counts, `cotkit.budget`, in runs recorded since they were counted)."""
     running: str | None
     """The phase in progress (left set by a killed process, cleared when a run reopens)."""
     status: str
