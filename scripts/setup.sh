@@ -17,6 +17,8 @@ fi
 extras="all"
 [ "$mode" = "--test" ] && extras="all,track,test"  # the tests read back what TensorBoard and trackio logged
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# reasoning-gym's generators as tasks rg:<dataset>: a plugin package kept in this repository, installed as a third party's.
+.venv/bin/python -m pip install --quiet -e packages/cotkit-reasoning-gym
 
 if ! command -v bwrap >/dev/null 2>&1; then
   echo "note: bubblewrap (bwrap) is not installed; model-written programs will run with weaker isolation." >&2
