@@ -8,7 +8,19 @@ ordinary rows.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+from cotkit import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
 
 torch = pytest.importorskip("torch")
 
@@ -200,3 +212,102 @@ def test_save_and_load_give_identical_logits_and_thoughts(tokenizer, tmp_path, o
         assert torch.equal(a, b)
     assert torch.equal(model.result.talk_mix_logp, loaded.result.talk_mix_logp)
     assert load_thoughts(AutoModelForCausalLM.from_pretrained(tmp_path), tmp_path / "nowhere") is None
+
+
+# ------------------------------------------------------------------------------ the method
+
+
+def quiet_star_cmd(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "train", "--method", "quiet-star", "--task", "gsm8k",
+        "--model", str(model), "--output-dir", str(out), "--train-limit", "8", "--dev-limit", "3", "--no-final-eval",
+        "--steps", "4", "--seq-len", "24", "--n-ahead", "4", "--n-ahead-talk", "2", "--sft.grad-accum", "2",
+        "--sft.learning-rate", "1e-3", "--sft.warmup-steps", "1", "--policy-weight", "10", "--sft.save-every", "1", *extra,
+    ]  # fmt: skip
+
+
+def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("COTKIT_FAULT")}
+    e.update({"OMP_NUM_THREADS": "1", "COTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}, **env)
+    return subprocess.run(args, cwd=REPO, env=e, capture_output=True, text=True, timeout=300, check=False)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_run_killed_inside_training_resumes_to_the_same_weights_thoughts_and_log(data_dir, tiny_model, tmp_path):
+    ref, cut = tmp_path / "reference", tmp_path / "cut"
+    r = run_cli(quiet_star_cmd(data_dir, tiny_model, ref))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli(quiet_star_cmd(data_dir, tiny_model, cut), COTKIT_FAULT_AT_STEP="iter_001/train:2")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    r = run_cli(quiet_star_cmd(data_dir, tiny_model, cut, "--resume"))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    checkpoint = Path("iter_001") / "checkpoint"
+    for f in ("model.safetensors", "quiet_star/thoughts.safetensors", "quiet_star/config.json"):
+        assert digest(cut / checkpoint / f) == digest(ref / checkpoint / f), f
+    log = [json.loads(line) for line in (ref / "iter_001" / "train_log.jsonl").read_text().splitlines()]
+    assert (cut / "iter_001" / "train_log.jsonl").read_text() == (ref / "iter_001" / "train_log.jsonl").read_text()
+    assert [row["step"] for row in log] == [1, 2, 3, 4] and log[-1]["mixing_weight"] != 0  # the head learned to mix
+    metrics = {json.loads(line)["phase"]: json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()}
+    before, after = metrics["iter_000/perplexity"], metrics["iter_001/perplexity"]
+    assert before["thought_ppl"] == before["base_ppl"]  # the untrained head gives the thought no say
+    assert after["tokens"] == before["tokens"] > 0 and after["base_hard_ppl"] > after["base_ppl"]
+    assert metrics["iter_001/summary"]["base_ppl_before"] == before["base_ppl"]
+
+
+def test_lora_training_saves_a_merged_model_beside_the_thoughts(data_dir, tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    r = run_cli(quiet_star_cmd(data_dir, tiny_model, out, "--steps", "2", "--sft.lora", "--sft.lora-r", "4"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    weights = load_file(str(out / "iter_001" / "checkpoint" / "model.safetensors"))
+    assert weights and not any("lora" in k for k in weights)
+    thoughts = load_file(str(out / "iter_001" / "checkpoint" / "quiet_star" / "thoughts.safetensors"))
+    assert set(thoughts) == {"start_embedding", "end_embedding", *(f"mixing_head.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias"))}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"n_ahead": 3}, "n_ahead must be at least 4"),
+        ({"n_passes": 0}, "n_passes must be at least 1"),
+        ({"seq_len": 1}, "seq_len must be at least"),
+        ({"policy_temperature": 0.0}, "policy_temperature must be positive"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(options, message):
+    from cotkit_plugins.methods.quiet_star import QuietStarConfig
+
+    with pytest.raises(ConfigError, match=message):
+        QuietStarConfig(**options)
+
+
+def test_text_corpora_from_files_folders_and_jsonl(tmp_path):
+    from cotkit_plugins.methods.quiet_star_data import read_documents, split_heldout
+
+    (tmp_path / "a.txt").write_text("first document")
+    (tmp_path / "b.jsonl").write_text('{"text": "second"}\n\n{"text": "third"}\n')
+    (tmp_path / "ignored.csv").write_text("x")
+    assert read_documents(str(tmp_path), "text") == ["first document", "second", "third"]
+    assert read_documents(str(tmp_path / "b.jsonl"), "text") == ["second", "third"]
+    with pytest.raises(DataError, match=r"b.jsonl:1: no string field 'body'"):
+        read_documents(str(tmp_path / "b.jsonl"), "body")
+    with pytest.raises(DataError, match="no such file"):
+        read_documents(str(tmp_path / "missing.txt"), "text")
+    with pytest.raises(ConfigError, match="heldout-documents 3"):
+        split_heldout(["a", "b", "c"], 3)
+
+
+def test_documents_are_cropped_or_packed_to_the_sequence_length(tokenizer):
+    from cotkit_plugins.methods.quiet_star_data import token_sequences
+
+    docs = ["Natalia sold 48 clips in April and 24 more in May.", "Weng earns 12 dollars."]
+    cropped = token_sequences(tokenizer, docs, 5, "crop")
+    assert [len(s) for s in cropped] == [5, 5]
+    packed = token_sequences(tokenizer, docs, 5, "pack")
+    stream = [t for d in docs for t in [*tokenizer(d)["input_ids"], tokenizer.eos_token_id]]
+    assert [t for s in packed for t in s] == stream[: sum(len(s) for s in packed)] and all(len(s) == 5 for s in packed[:-1])

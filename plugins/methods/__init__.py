@@ -28,6 +28,10 @@ def register_methods(register):
 
     register(Trice)
 
+    from .quiet_star import QuietStar
+
+    register(QuietStar)
+
     from .grpo import Grpo
 
     register(Grpo)
