@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -231,6 +231,8 @@ class Generation:
     n_tokens: int = 0
     #: "stop" (a stop string or end-of-sequence), or "length" (max_new_tokens reached).
     finish_reason: str = "stop"
+    #: What a backend knows about this continuation beyond its text (e.g. the thoughts of a thinking model); joins `Sample.meta`.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

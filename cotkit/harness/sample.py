@@ -94,6 +94,7 @@ def sample(
                         "temperature": params.temperature,
                         "style": style,
                         "hint": hint,
+                        **gen.meta,
                     },
                 )
             )
