@@ -311,3 +311,74 @@ def test_documents_are_cropped_or_packed_to_the_sequence_length(tokenizer):
     packed = token_sequences(tokenizer, docs, 5, "pack")
     stream = [t for d in docs for t in [*tokenizer(d)["input_ids"], tokenizer.eos_token_id]]
     assert [t for s in packed for t in s] == stream[: sum(len(s) for s in packed)] and all(len(s) == 5 for s in packed[:-1])
+
+
+# ------------------------------------------------------------------------------ decoding with thoughts
+
+
+@pytest.fixture(scope="module")
+def thinking_checkpoint(tokenizer, tmp_path_factory):
+    """A saved Quiet-STaR checkpoint whose mixing head has a say (a Llama over the tiny tokenizer)."""
+    model = wrap("llama", tokenizer)
+    with torch.no_grad():
+        model.mixing_head[-1].weight.normal_(0, 0.5)
+        model.mixing_head[-1].bias.fill_(0.5)
+    path = tmp_path_factory.mktemp("thinking")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_decoding_with_thoughts_equals_thinking_before_each_token_by_hand(thinking_checkpoint, one_thread):
+    from cotkit_plugins.methods.quiet_star_decode import QuietStarBackend, _Row
+
+    from cotkit import SamplingParams
+
+    backend = QuietStarBackend(str(thinking_checkpoint), device="cpu")
+    model, tok = backend.model, backend.tokenizer
+    prompts = [tok("Q: Natalia sold 48 clips in April.")["input_ids"], tok("Q: Weng earns")["input_ids"]]
+    rows = [_Row(p, seed=7 + i, targets=[]) for i, p in enumerate(prompts)]
+    backend._decode(rows, SamplingParams(temperature=0.0, max_new_tokens=4), [])
+    for row in rows:
+        assert len(row.thoughts) == len(row.tokens) and all(len(t) == model.settings.thought_tokens for t in row.thoughts)
+        for i, (token, thought) in enumerate(zip(row.tokens, row.thoughts, strict=True)):
+            with torch.no_grad():
+                context = torch.tensor([row.ids + row.tokens[:i]])
+                base = model.base(input_ids=context, output_hidden_states=True)
+                parts = [model.embed(context), model.marker("start", (1, 1), torch.float32), model.embed(torch.tensor([thought])), model.marker("end", (1, 1), torch.float32)]
+                after = model.base(inputs_embeds=torch.cat(parts, 1), output_hidden_states=True)
+                mixed, w = model.mix(base.hidden_states[-1][:, -1], after.hidden_states[-1][:, -1], base.logits[:, -1], after.logits[:, -1])
+            assert float(w.abs()) > 0 and int(mixed.argmax()) == token, (i, token)
+
+
+def test_sampled_completions_hold_no_thought_tokens_and_record_them_in_meta(thinking_checkpoint, data_dir, one_thread):
+    from cotkit import SamplingParams, load_backend, load_task, sample
+
+    task = load_task("gsm8k", data_dir=data_dir)
+    examples = task.examples(task.heldout_split)[:2]
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    thinking = load_backend("quiet-star", model=str(thinking_checkpoint), device="cpu")
+    samples = sample(task, examples, thinking, params, style="zeroshot", progress=False)
+    again = sample(task, examples, thinking, params, style="zeroshot", progress=False)
+    assert [s.completion for s in samples] == [s.completion for s in again]  # seeded, thoughts included
+    assert [s.meta["thoughts"] for s in samples] == [s.meta["thoughts"] for s in again]
+    assert all(len(s.meta["thoughts"]) == s.meta["n_tokens"] for s in samples)  # one thought per real token
+    base_path = load_backend("quiet-star", model=str(thinking_checkpoint), device="cpu", thoughts=False)
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
+    hf = load_backend("hf", model=str(thinking_checkpoint), device="cpu")
+    no_thoughts = sample(task, examples, base_path, greedy, style="zeroshot", progress=False)
+    assert [s.completion for s in no_thoughts] == [s.completion for s in sample(task, examples, hf, greedy, style="zeroshot", progress=False)]
+    assert all("thoughts" not in s.meta for s in no_thoughts)
+
+
+def test_a_model_without_saved_thoughts_thinks_with_fresh_ones_and_decodes_as_the_base(tiny_model, capsys, one_thread):
+    from cotkit import SamplingParams, load_backend
+
+    thinking = load_backend("quiet-star", model=str(tiny_model), device="cpu", n_ahead=5)
+    assert "holds no Quiet-STaR thoughts" in capsys.readouterr().err
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=5)
+    prompts = ["Q: Natalia sold 48 clips.", "Q: Weng earns"]
+    fresh = thinking.generate(prompts, greedy, progress=False)
+    plain = load_backend("hf", model=str(tiny_model), device="cpu").generate(prompts, greedy, progress=False)
+    assert [g[0].text for g in fresh] == [g[0].text for g in plain]
+    assert all(len(g[0].meta["thoughts"]) == g[0].n_tokens for g in fresh)

@@ -35,3 +35,11 @@ def register_methods(register):
     from .grpo import Grpo
 
     register(Grpo)
+
+
+@hookimpl
+def register_backends(register):
+    """Backends that come with a method: decoding with Quiet-STaR's thoughts."""
+    from .quiet_star_decode import QuietStarBackend
+
+    register(QuietStarBackend)
