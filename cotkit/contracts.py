@@ -74,6 +74,8 @@ class Task(Plugin):
     default_verifier: ClassVar[str] = "exact_match"
     #: Fields an input row must have in the publisher's format (checked by `cotkit score`).
     row_fields: ClassVar[tuple[str, ...]] = ()
+    #: A folder of this task's lm-eval YAMLs beside cotkit's own (a plugin package ships its own); None: cotkit's.
+    lm_eval_yamls: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,25 @@ def test_rg_score_verdicts_on_hand_made_answers(rg_host):
     near = verifier.verify([Sample(word, f"The answer is {word.answer}."), Sample(word, f"The answer is {word.answer[:-1]}.")])
     assert near[0].status is Status.CORRECT
     assert near[1].status is Status.INCORRECT and 0 < near[1].score < 1  # the generator's partial credit, kept
+
+
+def test_its_lm_eval_definitions_are_current_and_cotkit_eval_finds_them(rg_host, tiny_model, tmp_path):
+    from cotkit.lmeval import yamls
+    from cotkit_reasoning_gym.generators import DATASETS
+
+    folder = rg_host.get("task", "rg").lm_eval_yamls
+    on_disk = {p.name: p.read_text() for p in Path(folder).glob("cotkit_*.yaml")}
+    assert set(on_disk) == {f"cotkit_rg_{d}.yaml" for d in DATASETS}
+    for spec in ("rg:chain_sum", "rg:spell_backward"):  # every file is rendered alike; two are re-rendered here
+        name, text = yamls.render_task(rg_host, spec)
+        assert on_disk[name] == text, f"{folder} is stale: run `python -m cotkit.lmeval.yamls {folder} rg`"
+
+    env = {k: v for k, v in os.environ.items() if k != "COTKIT_DISABLE_PLUGIN_AUTOLOAD"} | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "cotkit", "eval", "-t", "rg:chain_sum", "-O", "heldout_size=2", "-O", "train_size=4",
+               "-m", str(tiny_model), "--limit", "2", "--max-new-tokens", "4", "-o", str(tmp_path / "eval"), "--json"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["task"] == "rg:chain_sum" and summary["n"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in rows] == [ex.answer for ex in rg_host.task("rg:chain_sum", heldout_size=2, train_size=4).examples("heldout")]

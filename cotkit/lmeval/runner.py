@@ -126,9 +126,10 @@ def _evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: 
     from cotkit.lmeval.model import CotkitLM
 
     name = lm_eval_task_name(task.full_name)
-    tm = TaskManager(include_path=str(yaml_dir()), include_defaults=False, metadata=_runtime_metadata(task, settings))
+    folders = [str(yaml_dir()), *([task.lm_eval_yamls] if task.lm_eval_yamls else [])]  # a plugin package's own
+    tm = TaskManager(include_path=folders, include_defaults=False, metadata=_runtime_metadata(task, settings))
     if name not in tm.all_tasks:
-        raise CotkitError(f"task {task.full_name} has no lm-eval definition {name} in {yaml_dir()}")
+        raise CotkitError(f"task {task.full_name} has no lm-eval definition {name} in {' or '.join(folders)}")
     sampling = settings.n > 1 or settings.search is not None  # beam search samples its candidate steps
     temperature = settings.temperature if settings.temperature is not None else (0.7 if sampling else 0.0)
     gen = {"until": task.stop_sequences(settings.style), "max_gen_toks": settings.max_new_tokens,

@@ -2,12 +2,14 @@
 
 The YAMLs live in `tasks/lm_eval/`; plain lm-eval users run cotkit tasks with
 `lm_eval --include_path <that folder> --tasks cotkit_gsm8k` (data from $COTKIT_DATA_DIR or the hub).
+A plugin package's task gets its own folder: `python -m cotkit.lmeval.yamls OUT_DIR TASK`.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,6 +68,24 @@ def group_config(name: str, members: list[str]) -> dict:
     }
 
 
+def render_task(host: Any, spec: str) -> tuple[str, str]:
+    """(file name, YAML text) of one task string."""
+    task = host.task(spec)
+    cfg = task_config(spec, task.stop_sequences("fewshot"))
+    return f"{cfg['task']}.yaml", HEADER + yaml.dump(cfg, sort_keys=False, allow_unicode=True)
+
+
+def render_family(host: Any, name: str) -> dict[str, str]:
+    """File name -> YAML text for a registered task: each of its subsets, and its group if it is one."""
+    cls = host.get("task", name)
+    specs = [f"{name}:{s}" for s in cls.subsets] if cls.subsets else [name]
+    files = dict(render_task(host, spec) for spec in specs)
+    if cls.group:
+        cfg = group_config(name, list(cls.subsets))
+        files[f"{cfg['group']}.yaml"] = HEADER + yaml.dump(cfg, sort_keys=False, allow_unicode=True)
+    return files
+
+
 def render_all() -> dict[str, str]:
     """File name -> YAML text for every built-in task (built-in plugins only)."""
     from cotkit.plugins import PluginHost
@@ -73,25 +93,25 @@ def render_all() -> dict[str, str]:
     host = PluginHost(autoload=False)
     files: dict[str, str] = {}
     for name, entry in sorted(host.entries["task"].items()):
-        if entry.provider.source != "builtin":
-            continue
-        cls = entry.cls
-        specs = [f"{name}:{s}" for s in cls.subsets] if cls.subsets else [name]
-        for spec in specs:
-            task = host.task(spec)
-            cfg = task_config(spec, task.stop_sequences("fewshot"))
-            files[f"{cfg['task']}.yaml"] = HEADER + yaml.dump(cfg, sort_keys=False, allow_unicode=True)
-        if cls.group:
-            cfg = group_config(name, list(cls.subsets))
-            files[f"{cfg['group']}.yaml"] = HEADER + yaml.dump(cfg, sort_keys=False, allow_unicode=True)
+        if entry.provider.source == "builtin":
+            files.update(render_family(host, name))
     return files
 
 
-def main(out_dir: str | None = None) -> None:
-    """Write the YAMLs (default: tasks/lm_eval/ of the source tree) and remove stale ones."""
+def main(out_dir: str | None = None, task: str | None = None) -> None:
+    """Write the YAMLs (default: tasks/lm_eval/ of the source tree) and remove stale ones.
+
+    With `task`, only that registered task's YAMLs (a plugin package's, e.g. `rg`) go to `out_dir`:
+    the folder its Task class names as `lm_eval_yamls`.
+    """
+    if task is not None:
+        from cotkit.plugins import PluginHost
+
+        files = render_family(PluginHost(), task)
+    else:
+        files = render_all()
     target = Path(out_dir) if out_dir else Path(__file__).resolve().parents[2] / "tasks" / "lm_eval"
     target.mkdir(parents=True, exist_ok=True)
-    files = render_all()
     for stale in target.glob("cotkit_*.yaml"):
         if stale.name not in files:
             stale.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, ClassVar
 
 from cotkit import (
@@ -64,6 +65,8 @@ class ReasoningGym(Task):
     row_fields = ("question", "answer")
     Config = RGConfig
     cue: ClassVar[str] = "The answer is"
+    #: Regenerated with `python -m cotkit.lmeval.yamls packages/cotkit-reasoning-gym/cotkit_reasoning_gym/lm_eval rg`.
+    lm_eval_yamls = str(Path(__file__).parent / "lm_eval")
     #: The order splits are drawn in: an earlier split's questions are never repeated by a later one.
     DRAW_ORDER: ClassVar[tuple[str, ...]] = ("fewshot", "heldout", "dev", "train")
 
