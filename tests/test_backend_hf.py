@@ -235,3 +235,51 @@ def test_sampling_raises_no_deprecation_warning_from_transformers(backend):
         warnings.simplefilter("error", DeprecationWarning)
         got = backend.generate(PROMPTS[:2], SamplingParams(n=2, temperature=1.0, max_new_tokens=6), progress=False)
     assert [len(g) for g in got] == [2, 2]
+
+
+FEW_SHOT = "".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}. The answer is {a + b}.\n\n" for a, b in ((2, 3), (4, 1), (6, 2)))
+
+
+def test_a_prefix_shared_by_the_batch_is_prefilled_once_with_the_same_completions(backend):
+    from plugins.backends.hf import shared_prefix_length
+
+    prompts = [FEW_SHOT + q for q in ("Q: What is 5 plus 1?\nA:", "Q: What is 12 plus 30?\nA:", "Q: Ken has 3 apples and eats one. How many are left?\nA:")]
+    ids = [backend.encode(p) for p in prompts]
+    assert shared_prefix_length(ids) >= 40  # the exemplars are shared, so the batch takes the shared path
+    got = backend.generate(prompts, SamplingParams(max_new_tokens=10), progress=False)
+    for prompt, gens in zip(prompts, got):
+        assert gens[0].text == reference_greedy(backend, prompt, 10)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=12)
+    together = backend.generate(prompts, params, progress=False, seeds=[1, 2, 3])
+    alone = [backend.generate([p], params, progress=False, seeds=[s])[0] for p, s in zip(prompts, (1, 2, 3))]
+    assert [[g.text for g in row] for row in together] == [[g.text for g in row] for row in alone]
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token_and_skips_short_prefixes():
+    from plugins.backends.hf import MIN_SHARED_PREFIX, shared_prefix_length
+
+    long = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
+    assert shared_prefix_length([long, long]) == len(long) - 1  # identical prompts: the last token is each row's own
+    assert shared_prefix_length([long + [1], long + [2, 3]]) == len(long)
+    assert shared_prefix_length([long[:5] + [1], long[:5] + [2]]) == 0  # too short to be worth a call
+    assert shared_prefix_length([long[:5] + [1], long[:5] + [2]], virtual=20) == 5  # a soft prompt's tokens make it worth it
+    assert shared_prefix_length([long]) == 0
+
+
+def test_a_soft_prompted_model_shares_the_prefix_after_its_virtual_tokens(backend, tiny_model):
+    import torch
+
+    from cotkit.harness.softprompt import add_soft_prompt
+    from plugins.backends.hf import HFBackend, shared_prefix_length
+
+    model = add_soft_prompt(backend.model, 6, "Answer with a number.", str(tiny_model))
+    with torch.no_grad():
+        model.prompt.add_(torch.randn_like(model.prompt))  # a trained prompt, not the text's embeddings
+    prompted = HFBackend.from_objects(model, backend.tokenizer)
+    prompts = ["Q: Ken has 3 apples and eats one. How many" + tail for tail in ("?\nA:", " are left?\nA:", " does he have?\nA:")]
+    assert shared_prefix_length([prompted.encode(p) for p in prompts], virtual=6) > 0
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=10)
+    together = prompted.generate(prompts, params, progress=False, seeds=[4, 5, 6])
+    alone = [prompted.generate([p], params, progress=False, seeds=[s])[0] for p, s in zip(prompts, (4, 5, 6))]
+    plain = backend.generate(prompts, params, progress=False, seeds=[4, 5, 6])
+    assert [r[0].text for r in together] == [r[0].text for r in alone] != [r[0].text for r in plain]
