@@ -4,7 +4,8 @@ Text prompts go to `POST {base_url}/completions`, chat prompts to `POST {base_ur
 through the official `openai` package's async client (extra `cotkit[openai]`, imported when the
 first request is sent): one connection pool, `concurrency` requests in flight on one thread, and
 the client's retries of rate limits, timeouts and server errors, which wait what the server asks
-in `Retry-After` (up to two minutes; a longer wait is reported, not retried) and back off
+in `Retry-After` when that is short enough (openai 3.x: up to 2 minutes, a longer wait is reported
+rather than retried; 1.x: up to 60 s, a longer one backs off as without it) and back off
 exponentially otherwise.
 
 The API key is read from the environment variable *named* by `api_key_env` when requests are
