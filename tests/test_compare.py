@@ -33,6 +33,38 @@ def test_mcnemar_p_known_values(b, c, p, test):
     assert mcnemar_p(c, b)[0] == pytest.approx(got)  # symmetric in the two models
 
 
+def test_budget_counts_what_backends_return_and_what_a_teacher_cache_serves(tmp_path):
+    """A backend's generations count once; served again from the cache they count again (a resumed run counts what an uninterrupted one does)."""
+    from cotkit.budget import counting_sampled_tokens, totals
+    from cotkit.contracts import Generation, SamplingParams
+    from cotkit.harness.sample import accepts_seeds
+    from cotkit.harness.teacher_cache import CachedTeacher, TeacherCache
+
+    class Echo:
+        name, model_name = "echo", "echo"
+
+        def generate(self, prompts, params, progress=True, seeds=None):
+            return [[Generation(p, n_tokens=len(p)) for _ in range(params.n)] for p in prompts]
+
+        def close(self):
+            pass
+
+    backend = counting_sampled_tokens(Echo())
+    assert accepts_seeds(backend)  # the wrapper keeps the signature `sample()` inspects
+    params = SamplingParams(n=2, temperature=1.0)
+    before = totals()["sampled_tokens"]
+    backend.generate(["abc", "de"], params, seeds=[1, 2])
+    assert totals()["sampled_tokens"] - before == 2 * (3 + 2)
+
+    cache = tmp_path / "teacher.jsonl"
+    for _ in range(2):  # asked of the backend, then served from the cache file
+        before = totals()["sampled_tokens"]
+        teacher = CachedTeacher(lambda: counting_sampled_tokens(Echo()), {"backend": "echo"}, TeacherCache(cache))
+        teacher.generate(["abcd"], params, seeds=[0])
+        assert totals()["sampled_tokens"] - before == 2 * 4
+    assert teacher.hits == 2 and teacher.requests == 0
+
+
 # ----------------------------------------------------------------------------- real runs
 
 
