@@ -28,6 +28,12 @@ SETTINGS: list[tuple[str, dict[str, object]]] = [
     ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2}),
     ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
     ("products", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
+    ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}),
+    *[  # STaR's n-digit addition: sums only, no negative numbers
+        ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": digits, "operators": "+",
+                              "allow_negation": False, "allow_parentheses": False})
+        for digits in (2, 3)
+    ],
 ]
 
 
@@ -93,10 +99,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="held-out questions per setting")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--timeout", type=int, default=900, help="seconds one setting may take")
+    parser.add_argument("--only", type=int, nargs="+", help="run only these settings (0-based positions in SETTINGS)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for dataset, options in SETTINGS:
+    chosen = [SETTINGS[i] for i in args.only] if args.only else SETTINGS
+    for dataset, options in chosen:
         results.append(run_setting(args.out, dataset, options, args))
         print(markdown(results[-1:]).splitlines()[-1], flush=True)
     (args.out / "probe.json").write_text(json.dumps(results, indent=1) + "\n")
