@@ -289,6 +289,21 @@ class Backend(Plugin):
     def close(self) -> None:
         """Free the model's memory (called before a method fine-tunes)."""
 
+    def sleep(self) -> bool:
+        """Stay loaded while a method fine-tunes, freeing what memory it can, for `load_weights` after.
+
+        False (the default): this backend cannot be kept, so the run closes it instead.
+        """
+        return False
+
+    def load_weights(self, model: str) -> bool:
+        """Serve `model` (a fine-tuned checkpoint of the model it holds) from now on, without starting again.
+
+        False (the default) when it cannot, e.g. `model` has another architecture or tokenizer:
+        the run then closes it and loads a new backend.
+        """
+        return False
+
 
 # ------------------------------------------------------------------------------------- methods
 

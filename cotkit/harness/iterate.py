@@ -59,7 +59,11 @@ def method_splits(ctx: Any, options: SplitLimits, *, need_dev: bool = True) -> S
 
 
 class ModelSlot:
-    """The one sampling backend a run holds at a time: loaded on first use, swapped by reference, closed before training."""
+    """The one sampling backend a run holds at a time: loaded on first use, swapped by reference, released before training.
+
+    Released, not closed: a backend that can sleep (vLLM) stays alive in the run context, and the
+    next `get` loads the new checkpoint's weights into it instead of starting the engine again.
+    """
 
     def __init__(self, ctx: Any, load: Callable[[str], Any] | None = None):
         self.ctx = ctx
@@ -77,9 +81,9 @@ class ModelSlot:
         return self.backend
 
     def close(self) -> None:
-        """Free the held backend (and its memory)."""
+        """Free the held backend's memory (the run context keeps a backend that can sleep, closes any other)."""
         if self.backend is not None:
-            self.backend.close()
+            self.ctx.release_backend(self.backend)
         self.backend, self.ref = None, None
 
 

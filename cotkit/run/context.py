@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -77,6 +78,8 @@ class RunContext(Generic[ConfigT]):
         self._base_model: str | None = None
         self.started = time.time()
         self.tracking = RunTracking()
+        self._made_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
+        self._kept_backend: Backend | None = None
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -226,10 +229,34 @@ class RunContext(Generic[ConfigT]):
     # -- helpers for methods -----------------------------------------------------------------
 
     def backend(self, model: str) -> Backend:
-        """A sampling backend for `model` (a folder or the base spec); call `close()` before training."""
+        """A sampling backend for `model` (a folder or the base spec); `release_backend` or `close()` it before training.
+
+        The backend kept by `release_backend` is handed out again with `model`'s weights loaded into
+        it when it can take them, so an engine such as vLLM starts once per run, not once per phase.
+        """
+        kept, self._kept_backend = self._kept_backend, None
+        if kept is not None:
+            if kept.load_weights(model):
+                return kept
+            kept.close()
         from cotkit.models import load_backend
 
-        return load_backend(self.run_config.backend, model=model, **self.run_config.backend_options)
+        backend = load_backend(self.run_config.backend, model=model, **self.run_config.backend_options)
+        self._made_backends.add(backend)
+        return backend
+
+    def release_backend(self, backend: Backend) -> None:
+        """Free `backend`'s memory before training: one this context made and that can sleep is kept for the next `backend()`, any other is closed."""
+        if backend in self._made_backends and self._kept_backend is None and backend.sleep():
+            self._kept_backend = backend
+        else:
+            backend.close()
+
+    def close_backends(self) -> None:
+        """Close the backend kept between phases (when the run ends)."""
+        kept, self._kept_backend = self._kept_backend, None
+        if kept is not None:
+            kept.close()
 
     def progress(self, description: str, total: int):
         """A progress bar for a method's own loop: `with ctx.progress("train", n) as update: ...`."""

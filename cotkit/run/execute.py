@@ -77,7 +77,10 @@ def _execute_locked(
     write_manifest(ctx, list(dict.fromkeys([task.train_split, task.heldout_split])), argv)
     with RunTracking.start(ctx) as ctx.tracking:  # closed however the run ends
         try:
-            method_cls().run(ctx)
+            try:
+                method_cls().run(ctx)
+            finally:
+                ctx.close_backends()
         except KeyboardInterrupt:
             finish(ctx, "interrupted")
             raise RunInterrupted() from None  # the caller adds the resume command

@@ -5,6 +5,10 @@ tokenized with the model's own Hugging Face tokenizer exactly as the `hf` backen
 to vLLM as token ids, so both backends see the same tokens. Sample j of prompt i is one vLLM
 request seeded with `seeds[i] + j` (vLLM keeps a generator per request), so, as with `hf`, a
 sample does not depend on what else is in the batch.
+
+Inside a training run the engine is started once: between phases it sleeps (on GPU its weights
+and KV cache are freed for training) and each fine-tuned checkpoint is loaded into it with vLLM's
+in-place `reload_weights`, where restarting would pay engine start-up and graph capture again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ class VLLMConfig:
 
     dtype: str = option("auto", help="auto (float32 on CPU, vLLM's choice on GPU), float32, bfloat16 or float16")
     seed: int = option(0, help="seed of vLLM's engine (every sample is still drawn with its own seed)")
+    keep_alive: bool = option(
+        True,
+        help="in a training run, keep the engine between phases and load each fine-tuned checkpoint into it "
+        "instead of starting vLLM again (on GPU it sleeps, its memory freed, while the method trains)",
+    )
     engine_args: dict[str, Any] = option(
         default_factory=dict,
         extra_keys=True,
@@ -61,10 +70,28 @@ class VLLMBackend(Backend):
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"  # match the hf backend on CPU; vLLM would pick bf16
         kwargs = dict(cfg.engine_args)
-        if not torch.cuda.is_available() and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
             # On CPU, vLLM otherwise reserves 92% of the machine's memory up front and refuses to
             # start on a shared machine; a fixed KV cache (VLLM_CPU_KVCACHE_SPACE GiB, default 2) fits.
             kwargs["kv_cache_memory_bytes"] = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 2) << 30
+        if not on_gpu:
+            # After a chunk of a prompt's prefill vLLM rewinds that request's generator, which torch's
+            # CPU generators cannot do ("CPU Generator does not use offset"): whole prefills keep seeds.
+            kwargs.setdefault("enable_chunked_prefill", False)
+        elif cfg.keep_alive:
+            kwargs.setdefault("enable_sleep_mode", True)
+        self._sleep_mode = on_gpu and bool(kwargs.get("enable_sleep_mode"))
+        #: Whether every sample is its own seeded request (not on CPU with chunked prefill forced on).
+        self.seeded_samples = on_gpu or not kwargs["enable_chunked_prefill"]
+        if not self.seeded_samples:
+            from cotkit import err
+
+            err.print(
+                "[yellow]backend vllm: chunked prefill on CPU: samples are drawn from the engine's seed, not one seed "
+                "per sample, so a sample depends on the rest of its batch[/yellow]"
+            )
+        self._asleep = False
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.llm = vllm.LLM(model=self.path, tokenizer=self.path, dtype=dtype, seed=cfg.seed, **kwargs)
@@ -121,7 +148,7 @@ class VLLMBackend(Backend):
                         top_p=params.top_p,
                         max_tokens=params.max_new_tokens,
                         stop=stops,
-                        seed=None if greedy else sample_seed(int(seeds[i]), j),
+                        seed=sample_seed(int(seeds[i]), j) if self.seeded_samples and not greedy else None,
                     )
                 )
         try:
@@ -165,6 +192,37 @@ class VLLMBackend(Backend):
             results.append((total, greedy))
         return results
 
+    def sleep(self) -> bool:
+        """Stay alive for `load_weights`; on GPU the weights and KV cache are freed (the CPU worker cannot free them)."""
+        if not self.config.keep_alive or getattr(self, "llm", None) is None:
+            return False
+        if self._sleep_mode:
+            self.llm.sleep(level=2)  # level 2 keeps no weights: the next checkpoint brings its own
+            self._asleep = True
+        return True
+
+    def load_weights(self, model: str) -> bool:
+        """Load `model`'s weights into the running engine; False when its architecture or tokenizer differs."""
+        if not self.config.keep_alive or getattr(self, "llm", None) is None:
+            return False
+        from transformers import AutoTokenizer
+
+        from cotkit import resolve_model
+
+        path = resolve_model(model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if model_shape(path) != model_shape(self.path) or tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            return False
+        if self._asleep:
+            self.llm.wake_up(tags=["weights"])
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        if self._asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
+        self.llm.reset_prefix_cache()  # cached prefixes hold keys and values of the old weights
+        self.path, self.tokenizer, self.model_name = path, tokenizer, model
+        return True
+
     def close(self) -> None:
         """Shut the engine down and free its memory."""
         llm, self.llm = getattr(self, "llm", None), None
@@ -186,3 +244,15 @@ class VLLMBackend(Backend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+#: Config keys that differ between a model and its fine-tuned checkpoint without changing its shape.
+UNSHAPED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
+
+
+def model_shape(path: str) -> dict[str, Any]:
+    """A model's config without the keys saving a fine-tuned copy may change: equal shapes take each other's weights."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path).to_dict()
+    return {k: v for k, v in config.items() if k not in UNSHAPED_CONFIG_KEYS}
