@@ -48,9 +48,8 @@ def test_the_package_shows_in_cotkit_plugins_and_show_lists_its_options():
 
 
 def test_the_dataset_list_is_the_installed_reasoning_gyms():
-    from reasoning_gym.factory import DATASETS as REGISTRY
-
     from cotkit_reasoning_gym.generators import DATASETS
+    from reasoning_gym.factory import DATASETS as REGISTRY
 
     assert set(DATASETS) == set(REGISTRY) - {"composite"}
 
@@ -67,8 +66,8 @@ def test_rg_tasks_pass_the_task_contract(rg_host, address, options):
 
 def test_rg_score_passes_the_verifier_contract(rg_host):
     task = rg_host.task("rg:chain_sum", **SMALL, **ONE_DIGIT_SUMS)
-    right = lambda ex: f"{ex.question.split(': ')[-1]} {ex.answer}. The answer is {ex.answer}."  # noqa: E731
-    wrong = lambda ex: f"The answer is {int(ex.answer) + 1}."  # noqa: E731
+    right = lambda ex: f"{ex.question.split(': ')[-1]} {ex.answer}. The answer is {ex.answer}."
+    wrong = lambda ex: f"The answer is {int(ex.answer) + 1}."
     verifier = rg_host.get("verifier", "rg_score")()
     check_verifier_contract(verifier, task.examples("heldout", limit=3), right, wrong, task.stop_sequences("fewshot"))
 
@@ -110,7 +109,7 @@ def test_generator_options_are_typed_and_checked(rg_host):
 def test_exemplars_show_a_chain_of_sums_worked_out_and_otherwise_the_answer(rg_host):
     sums = rg_host.task("rg:chain_sum", min_terms=3, max_terms=3, **SMALL)
     ex = sums.exemplars()[0]
-    a, op1, b, op2, c = ex.raw["metadata"]["expression"].split()
+    a, op1, b, *_ = ex.raw["metadata"]["expression"].split()
     assert sums.exemplar_answer(ex).startswith(f"{a} {op1} {b} = ")
     assert sums.exemplar_answer(ex).endswith(f". The answer is {ex.answer}.") and sums.exemplar_answer(ex).count(" = ") == 2
     products = rg_host.task("rg:products", **SMALL)
@@ -150,8 +149,9 @@ def test_rg_score_verdicts_on_hand_made_answers(rg_host):
 
 
 def test_its_lm_eval_definitions_are_current_and_cotkit_eval_finds_them(rg_host, tiny_model, tmp_path):
-    from cotkit.lmeval import yamls
     from cotkit_reasoning_gym.generators import DATASETS
+
+    from cotkit.lmeval import yamls
 
     folder = rg_host.get("task", "rg").lm_eval_yamls
     on_disk = {p.name: p.read_text() for p in Path(folder).glob("cotkit_*.yaml")}
