@@ -236,8 +236,12 @@ class RunContext(Generic[ConfigT]):
         """
         kept, self._kept_backend = self._kept_backend, None
         if kept is not None:
-            if kept.load_weights(model):
-                return kept
+            try:
+                if kept.load_weights(model):
+                    return kept
+            except BaseException:
+                kept.close()  # an engine that failed half-way through loading is no use to anyone
+                raise
             kept.close()
         from cotkit.models import load_backend
 
