@@ -13,7 +13,10 @@ instance, so whatever it holds (the `program` verifier's and `exec` scorer's san
 row's `example_id` column, cut at the row's `stop` sequences. `reward_rows` builds those rows from
 a task and its examples. The typed verdicts are kept: in `last` (the latest call's), in TRL's
 metrics (`<name>/<status>`: each status's share of the batch), and, with `log_path`, one JSONL row
-per completion (`rewards.jsonl`: step, example id, completion, reward, verdict or step scores).
+per completion (`rewards.jsonl`: step, example id, completion, reward, verdict or step scores);
+`resume_step=N` drops the rows of steps N and later already in that file (a trainer resumed
+from its step-N checkpoint computes them again; 0 for a training started over); without it, rows
+are appended to what the file holds.
 """
 
 from __future__ import annotations
@@ -64,11 +67,20 @@ class _Reward:
 
     __name__: str
 
-    def __init__(self, name: str, examples: Sequence[Example] | None, log_path: str | Path | None):
+    def __init__(self, name: str, examples: Sequence[Example] | None, log_path: str | Path | None, resume_step: int | None):
         self.__name__ = name  # TRL names the reward's metrics (`rewards/<name>/mean`) after it
         self.examples = {ex.id: ex for ex in examples or ()}
         self.log_path = _rank_path(Path(log_path)) if log_path is not None else None
-        self.calls = 0
+        if resume_step is not None and self.log_path is not None and self.log_path.exists():
+            self._keep_rows_before(resume_step)
+
+    def _keep_rows_before(self, step: int) -> None:
+        """Drop this reward's logged rows of steps at or after `step`: a run resumed from that checkpoint computes them again."""
+        from cotkit.jsonl import atomic_write_jsonl, read_jsonl_tolerant
+
+        assert self.log_path is not None
+        rows = read_jsonl_tolerant(self.log_path)  # a kill can tear the last line
+        atomic_write_jsonl(self.log_path, [r for r in rows if r.get("reward_fn") != self.__name__ or (r.get("step") or 0) < step])
 
     def _examples(self, ids: Sequence[Any] | None, n: int, required: bool) -> list[Example | None]:
         if ids is None:
@@ -84,13 +96,12 @@ class _Reward:
         return out
 
     def _write(self, rows: list[dict[str, Any]], trainer_state: Any) -> None:
-        self.calls += 1
         if self.log_path is None:
             return
         from cotkit.jsonl import append_jsonl_rows
 
         step = getattr(trainer_state, "global_step", None)
-        append_jsonl_rows(self.log_path, [{"call": self.calls, "step": step, "reward_fn": self.__name__, **r} for r in rows])
+        append_jsonl_rows(self.log_path, [{"step": step, "reward_fn": self.__name__, **r} for r in rows])
 
     def close(self) -> None:
         """Release the verifier's or scorer's workers (sandbox, comparison workers, models)."""
@@ -117,14 +128,15 @@ class VerifierReward(_Reward):
         *,
         values: dict[str, float] | None = None,
         log_path: str | Path | None = None,
+        resume_step: int | None = None,
         name: str | None = None,
     ):
-        super().__init__(name or verifier.name, examples, log_path)
+        super().__init__(name or verifier.name, examples, log_path, resume_step)
         unknown = sorted(set(values or {}) - set(STATUS_REWARDS))
         if unknown:
             raise ConfigError(f"reward {self.__name__}: no verdict status {unknown[0]!r} (statuses: {', '.join(STATUS_REWARDS)})")
         self.verifier = verifier
-        self.values = {**STATUS_REWARDS, **(values or {})}
+        self.values = {**STATUS_REWARDS, **{k: float(v) for k, v in (values or {}).items()}}
         #: The verdicts of the latest call, one per completion.
         self.last: list[Verdict] = []
 
@@ -177,11 +189,12 @@ class StepScorerReward(_Reward):
         *,
         aggregate: str = "min",
         log_path: str | Path | None = None,
+        resume_step: int | None = None,
         name: str | None = None,
     ):
         from cotkit.harness.stepsearch import BEAM_AGGREGATES
 
-        super().__init__(name or scorer.name, examples, log_path)
+        super().__init__(name or scorer.name, examples, log_path, resume_step)
         if aggregate not in BEAM_AGGREGATES:
             raise ConfigError(f"reward {self.__name__}: aggregate must be one of {', '.join(BEAM_AGGREGATES)}, not {aggregate!r}")
         self.scorer = scorer

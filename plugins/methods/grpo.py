@@ -28,6 +28,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from cotkit import (
@@ -192,12 +193,16 @@ class Grpo(Method):
         last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
         resumed_at = int(Path(last).name.rsplit("-", 1)[1]) if last else 0
         log_path = d / "rewards.jsonl"
-        if is_main_process():
-            keep_rewards_before(log_path, resumed_at)
         quiet_transformers()
-        rewards = self.rewards(ctx, fit, log_path)
+        rewards = self.rewards(ctx, fit, log_path, resumed_at)
         tokenizer = load_tokenizer(ctx.base_model)
         with ctx.progress("GRPO steps", cfg.steps) as update:
+
+            def report(advance: int, step: int, logs: dict[str, Any]) -> None:
+                update(advance, loss=logs["loss"], reward=logs.get("reward"))
+                stats = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and k not in ("loss", "learning_rate")}
+                ctx.tracking.train_step(PHASE, SimpleNamespace(step=step, total=cfg.steps, loss=logs["loss"], lr=logs.get("learning_rate"), stats=stats))
+
             trainer = GRPOTrainer(
                 model=ctx.base_model,
                 reward_funcs=rewards,
@@ -205,7 +210,7 @@ class Grpo(Method):
                 train_dataset=Dataset.from_list(reward_rows(ctx.task, fit, cfg.style)),
                 processing_class=tokenizer,
                 peft_config=lora_config(cfg),
-                callbacks=[run_callback(update, resumed_at, ctx.fault_step(PHASE))],
+                callbacks=[run_callback(report, resumed_at, ctx.fault_step(PHASE))],
             )
             quiet_trainer(trainer)
             try:
@@ -222,15 +227,15 @@ class Grpo(Method):
             shutil.rmtree(trainer_dir, ignore_errors=True)  # resumable state is kept only while training
         return train_row(history, cfg, resumed_at, read_jsonl(log_path) if log_path.exists() else [])
 
-    def rewards(self, ctx: Any, fit: list[Example], log_path: Path) -> list[Any]:
+    def rewards(self, ctx: Any, fit: list[Example], log_path: Path, resumed_at: int) -> list[Any]:
         """The reward functions: the verifier's, then the step scorer's when one is asked for."""
         from cotkit import StepScorerReward, VerifierReward, make_step_scorer
 
         cfg: GrpoConfig = ctx.options
-        out = [VerifierReward(self.make_verifier(ctx), fit, values=cfg.status_rewards, log_path=log_path)]
+        out = [VerifierReward(self.make_verifier(ctx), fit, values=cfg.status_rewards, log_path=log_path, resume_step=resumed_at)]
         if cfg.step_scorer:
             scorer = make_step_scorer(cfg.step_scorer, **cfg.step_scorer_options)
-            out.append(StepScorerReward(scorer, fit, aggregate=cfg.step_aggregate, log_path=log_path))
+            out.append(StepScorerReward(scorer, fit, aggregate=cfg.step_aggregate, log_path=log_path, resume_step=resumed_at))
         return out
 
     def funnel(self, ctx: Any) -> dict[str, Any]:
@@ -329,15 +334,6 @@ def load_tokenizer(model: str) -> Any:
     return tokenizer
 
 
-def keep_rewards_before(path: Path, step: int) -> None:
-    """Drop the reward rows of steps after the checkpoint a resumed run starts from (they are computed again)."""
-    if not path.exists():
-        return
-    from cotkit import atomic_write_jsonl, read_jsonl_tolerant
-
-    atomic_write_jsonl(path, [r for r in read_jsonl_tolerant(path) if (r.get("step") or 0) < step])
-
-
 def save_checkpoint(trainer: Any, tokenizer: Any, cfg: GrpoConfig, out: Path, history: list[dict[str, Any]]) -> None:
     """The trained model as a plain Hugging Face folder (LoRA merged), written to a temp folder and renamed into place."""
     import json
@@ -373,17 +369,18 @@ def train_row(history: list[dict[str, Any]], cfg: GrpoConfig, resumed_at: int, r
     }
 
 
-def run_callback(update: Any, shown: int, fault_step: int | None) -> Any:
-    """A TrainerCallback: the run's progress bar from TRL's per-step logs, and the resume tests' SIGKILL right after a checkpoint is saved."""
+def run_callback(report: Any, shown: int, fault_step: int | None) -> Any:
+    """A TrainerCallback: `report(advance, step, logs)` once per new optimizer step (progress bar, trackers), and the
+    resume tests' SIGKILL right after the checkpoint of step `fault_step` is saved."""
     from transformers import TrainerCallback
 
     class RunCallback(TrainerCallback):
         def __init__(self) -> None:
-            self.shown = shown  # steps already on the bar (a resumed run starts at its checkpoint)
+            self.shown = shown  # steps already reported (a resumed run starts at its checkpoint)
 
         def on_log(self, _args: Any, state: Any, _control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
             if logs and "loss" in logs and state.global_step > self.shown:
-                update(state.global_step - self.shown, loss=logs["loss"], reward=logs.get("reward"))
+                report(state.global_step - self.shown, state.global_step, logs)
                 self.shown = state.global_step
 
         def on_save(self, _args: Any, state: Any, _control: Any, **kwargs: Any) -> None:
