@@ -218,7 +218,8 @@ def comparison_table(comparison: dict[str, Any]) -> Any:
 TABLE_NOTE = (
     "Accuracy is correct / n over all held-out questions, with its 95% Wilson interval. The change is the final "
     "model's over the run's own base model on the same questions; McNemar's test counts the questions it won and "
-    "lost (exact binomial below 25 of them). Sampled tokens leave out the evaluations; seconds add up the phases."
+    "lost (exact binomial below 25 of them). Unparseable and most common answer: the final model's, over all n. "
+    "Sampled tokens leave out the evaluations; seconds add up the phases."
 )
 
 
