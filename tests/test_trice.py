@@ -79,11 +79,17 @@ def test_the_notebook_templates_over_the_task(task):
 class ScriptedLive:
     """Stands in for `step.live`: `sample` returns the scripted completion(s) of each question, in order."""
 
-    num_processes = 1
+    num_processes, process_index = 1, 0
 
     def __init__(self, script: dict[str, list[str]]):
         self.script = script
         self.asked: list = []
+
+    def all_sum(self, values):
+        return [float(v) for v in values]
+
+    def all_gather(self, rows):
+        return list(rows)
 
     def sample(self, view, examples, params, style="fewshot", hint=False):
         self.asked.append((params.n, params.temperature, hint))
@@ -115,7 +121,7 @@ def test_one_trice_step_updates_the_memory_and_weights_memory_and_proposals(task
     cfg = TriceConfig(batch_size=4, subsample=None, sft=TriceSFTConfig(batch_size=2))
     verifier = make_verifier(None, task)
     try:
-        objective = TriceObjective(TricePrompts(task), memory, cfg, verifier, [], lambda step: None)
+        objective = TriceObjective(TricePrompts(task), memory, cfg, verifier, [], lambda *_: None)
         chosen, stats = objective.sequences(OnlineStep(0, examples, 7, live))
     finally:
         verifier.close()
@@ -136,7 +142,7 @@ def test_one_trice_step_updates_the_memory_and_weights_memory_and_proposals(task
     assert stats["proposal_accuracy"] == 0.5 and stats["memory_coverage"] == 0.75 and stats["sampled_tokens"] == 40.0
     assert stats["nonzero_weights"] == float(len(chosen))
 
-    restored = TriceObjective(TricePrompts(task), TriceMemory([]), cfg, None, [], lambda step: None)
+    restored = TriceObjective(TricePrompts(task), TriceMemory([]), cfg, None, [], lambda *_: None)
     restored.load_state_dict(json.loads(json.dumps(objective.state_dict())))
     assert restored.memory.to_rows() == objective.memory.to_rows() and restored.sampled_tokens == 40
 
@@ -149,12 +155,81 @@ def test_the_rejection_baseline_trains_on_every_correct_sample_of_several(task):
     memory = TriceMemory(MemoryEntry(e.id, "", False, 0) for e in examples)
     verifier = make_verifier(None, task)
     try:
-        chosen, stats = TriceObjective(TricePrompts(task), memory, cfg, verifier, [], lambda step: None).sequences(OnlineStep(0, examples, 7, live))
+        chosen, stats = TriceObjective(TricePrompts(task), memory, cfg, verifier, [], lambda *_: None).sequences(OnlineStep(0, examples, 7, live))
     finally:
         verifier.close()
     assert live.asked == [(3, 1.0, False)]
     assert [(t.meta["id"], t.weight) for t in chosen] == [(a.id, 1.0), (a.id, 1.0)]
     assert stats["proposal_accuracy"] == pytest.approx(2 / 6) and stats["memory_coverage"] == 0.5
+
+
+class ProcessOfTwo(ScriptedLive):
+    """One of two data-parallel processes, as threads: all_sum and all_gather meet at a barrier, as the collectives do."""
+
+    num_processes = 2
+
+    def __init__(self, script, index, meeting):
+        super().__init__(script)
+        self.process_index, self.meeting = index, meeting
+
+    def _exchange(self, value):
+        board, barrier = self.meeting
+        barrier.wait()
+        board[self.process_index] = value
+        barrier.wait()
+        both = [board[0], board[1]]
+        barrier.wait()
+        return both
+
+    def all_sum(self, values):
+        a, b = self._exchange([float(v) for v in values])
+        return [x + y for x, y in zip(a, b)]
+
+    def all_gather(self, rows):
+        a, b = self._exchange(list(rows))
+        return a + b
+
+
+def coefficients(chosen) -> dict:
+    """Each term's share of the step's gradient: weight / number of terms (the engine's mean over every process's terms)."""
+    out: dict = {}
+    for t in chosen:
+        out[(t.meta["id"], t.meta["kind"])] = out.get((t.meta["id"], t.meta["kind"]), 0.0) + t.weight / len(chosen)
+    return out
+
+
+@pytest.mark.parametrize("estimator", ["trice", "rejection"])
+def test_two_data_parallel_processes_compute_what_one_process_does_on_the_whole_minibatch(task, estimator):
+    import threading
+
+    examples = task.examples("fit")[:8]
+    k = 2 if estimator == "rejection" else 1
+    script = {e.id: ([right(e)] * (1 + i % 2) + [wrong(e)] * 2)[:k] if i % 3 else [wrong(e)] * k for i, e in enumerate(examples)}
+    start = [MemoryEntry(e.id, f"old {i}", i % 2 == 0, 0) for i, e in enumerate(examples)]
+    cfg = TriceConfig(estimator=estimator, proposals_per_question=k, batch_size=8, subsample=None, sft=TriceSFTConfig(batch_size=4))
+    verifier = make_verifier(None, task)
+    try:
+        one = TriceObjective(TricePrompts(task), TriceMemory(start), cfg, verifier, [], lambda *_: None)
+        whole, whole_stats = one.sequences(OnlineStep(0, examples, 7, ScriptedLive(script)))
+        meeting = ({}, threading.Barrier(2))
+        halves = [TriceObjective(TricePrompts(task), TriceMemory(start), cfg, verifier, [], lambda *_: None) for _ in range(2)]
+        results: list = [None, None]
+
+        def process(i):
+            results[i] = halves[i].sequences(OnlineStep(0, examples[4 * i : 4 * i + 4], 7, ProcessOfTwo(script, i, meeting)))
+
+        threads = [threading.Thread(target=process, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        verifier.close()
+    both = results[0][0] + results[1][0]
+    assert len(whole) > 2 and coefficients(both) == pytest.approx(coefficients(whole))
+    for objective, (_, stats) in zip(halves, results):
+        assert objective.memory.to_rows() == one.memory.to_rows()  # every process holds the whole memory
+        assert {k: v for k, v in stats.items() if k != "online_sequences"} == pytest.approx(whole_stats)
 
 
 # ------------------------------------------------------------------------------ a real run
@@ -223,3 +298,21 @@ def test_a_run_killed_inside_training_resumes_to_the_same_memory_weights_and_met
     summary = metrics["iter_001/summary"]
     assert summary["steps"] == 4 and summary["questions"] == 8 and summary["dev_n"] == 4
     assert summary["sampled_tokens"] == resumed["iter_001/summary"]["sampled_tokens"] > 0
+
+
+def test_a_two_process_torchrun_shares_the_minibatch_and_the_memory(data_dir, formatted_model, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    # Full fine-tuning at T=0.1: the tiny formatted model then proposes parseable, sometimes right answers.
+    args = ["--steps", "2", "--subsample", "none", "--eval-every", "0", "--sft.save-every", "0", "--no-sft.soft-prompt", "--temperature", "0.1"]
+    r = run(cmd(data_dir, formatted_model, one, *args))
+    assert r.returncode == 0, r.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    r = run([*torchrun, *cmd(data_dir, formatted_model, two, *args, "--batch-size", "2", "--sft.batch-size", "1")[1:]])  # 2 questions per process
+    assert r.returncode == 0, r.stderr[-3000:]
+    # Step 1 samples from the same base model: the same proposals, memory and weights, split over two processes.
+    first_one, first_two = (rows(d / "iter_001" / "train_log.jsonl")[0] for d in (one, two))
+    for key in ("memory_coverage", "batch_coverage", "proposal_accuracy", "nonzero_weights", "sum_squared_weights", "terms", "sampled_tokens"):
+        assert first_two[key] == pytest.approx(first_one[key]), key
+    assert first_one["proposal_accuracy"] > 0 and first_one["terms"] > 0  # the step had something to weigh
+    assert len(rows(two / "iter_001" / "train_log.jsonl")) == 2
+    assert len(rows(two / "iter_001" / "memory.jsonl")) == 8  # the whole memory, written once

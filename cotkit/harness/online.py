@@ -90,6 +90,14 @@ class LiveModel:
         low, high = wilson_interval(correct, n)
         return {"dev_accuracy": correct / n if n else 0.0, "dev_n": n, "dev_ci_low": round(low, 6), "dev_ci_high": round(high, 6)}
 
+    def all_gather(self, rows: list[Any]) -> list[Any]:
+        """Every process's `rows` (picklable) concatenated in process order (its own on one process); every process must call it."""
+        if self.num_processes == 1:
+            return list(rows)
+        from accelerate.utils import gather_object
+
+        return list(gather_object(rows))
+
     def all_sum(self, values: Sequence[float]) -> list[float]:
         """Each value summed over the processes of a data-parallel run (itself on one process); every process must call it."""
         if self.num_processes == 1:
@@ -115,7 +123,8 @@ class OnlineObjective(Objective):
     """An objective whose training sequences are made at every step, from its items and the live model.
 
     Subclass it and write `sequences(step)`: sample from `step.live` for `step.items`, weigh the
-    samples (cross-example weights over `live.all_sum` where processes share a minibatch) and
+    samples (cross-example weights over `live.all_sum` where processes share a minibatch, state
+    that all processes keep through `live.all_gather`) and
     return the `TrainExample`s to back-propagate with their signed weights, and statistics to log.
     Keep state that must survive a resume in `state_dict`/`load_state_dict` (JSON-able). With
     `eval_every`, `evaluate(live)` runs after every that many optimizer steps (e.g.

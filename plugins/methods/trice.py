@@ -57,6 +57,7 @@ from .trice_estimator import (
     MemoryEntry,
     Proposal,
     TriceMemory,
+    exact_weights_across_processes,
     rejection_sampling_terms,
     step_terms,
     strict_format_correct,
@@ -111,7 +112,7 @@ class TriceConfig(SplitLimits):
         choices=ESTIMATORS,
     )
     steps: int = option(100, help="Optimizer steps (the notebook: 100).")
-    batch_size: int = option(64, help="Questions per optimizer step (the notebook: 64); a multiple of sft.batch_size.")
+    batch_size: int = option(64, help="Questions per optimizer step, on each process when data-parallel (the notebook: 64); a multiple of sft.batch_size.")
     subsample: int | None = option(
         64, help="Terms back-propagated per step, drawn in proportion to |weight| (the notebook's L = 64); none: every nonzero term with its exact weight."
     )
@@ -238,36 +239,58 @@ class TriceObjective(OnlineObjective):
     def __init__(self, view: TricePrompts, memory: TriceMemory, cfg: TriceConfig, verifier: Any, dev: list[Example], step_rng: Any):
         super().__init__(cfg.sft.loss_normalization, eval_every=cfg.eval_every)
         self.view, self.memory, self.cfg, self.verifier, self.dev = view, memory, cfg, verifier, dev
-        self.step_rng = step_rng  # step (1-based) -> the subsampling RNG of that step
+        self.step_rng = step_rng  # (step (1-based), process index) -> the subsampling RNG of that step on that process
         self.sampled_tokens = 0
 
     def sequences(self, step: Any) -> tuple[list[TrainExample], dict[str, float]]:
         cfg, live = self.cfg, step.live
-        if live.num_processes > 1:
-            raise ConfigError("--method trice runs on one process: the memory is not shared between data-parallel processes yet")
         k = cfg.proposals_per_question if cfg.estimator == "rejection" else 1
         params = SamplingParams(n=k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, stop=self.view.stop_sequences(), seed=step.seed)
         samples = live.sample(self.view, step.items, params, style=VIEW_STYLE)
         proposals = judge(samples, self.view, self.verifier, cfg)
-        tokens = sampled_tokens(samples)
-        self.sampled_tokens += tokens
         number = step.step + 1
         if cfg.estimator == "rejection":
-            terms = rejection_sampling_terms(proposals)
-            self.memory.update(proposals, number)
-            n = len(proposals)
-            metrics = {
-                "memory_coverage": self.memory.coverage(),
-                "proposal_accuracy": sum(p.correct for p in proposals) / n if n else 0.0,
-                "nonzero_weights": float(len(terms)),
-                "sum_squared_weights": sum(t.weight**2 for t in terms),
-                "terms": float(len(terms)),
-            }
+            correct_ids = [p.question_id for p in proposals if p.correct]
+            kept, questions = live.all_sum([len(correct_ids), len(set(correct_ids))])
+            terms = rejection_sampling_terms(proposals, kept, questions)
+            accepted = self.memory.update(proposals, number)
+            local = {"nonzero_weights": len(terms), "sum_squared_weights": sum(t.weight**2 for t in terms)}
         else:
-            terms, metrics = step_terms(self.memory, proposals, number, cfg.subsample, self.step_rng(number), cfg.control_variate)
+            covered = sum(p.correct or self.memory[p.question_id].correct for p in proposals)
+            total_c, total_m = live.all_sum([sum(p.correct for p in proposals), covered])
+            terms, local = step_terms(
+                self.memory, proposals, number, cfg.subsample, self.step_rng(number, live.process_index), cfg.control_variate,
+                total_correct=total_c, total_covered=total_m, processes=live.num_processes,
+            )  # fmt: skip
+            if cfg.subsample is None and live.num_processes > 1:
+                terms = exact_weights_across_processes(terms, live.all_sum([len(terms)])[0], live.num_processes)
+            accepted = int(local["accepted"])
+        self.share_memory(live, proposals)
+        questions = {p.question_id for p in proposals}
+        batch = sum(self.memory[q].correct for q in questions)
+        n_q, n_p, right, acc, nonzero, squares, n_terms, covered_q, tokens = live.all_sum(
+            [len(questions), len(proposals), sum(p.correct for p in proposals), accepted, local["nonzero_weights"],
+             local["sum_squared_weights"], len(terms), batch, sampled_tokens(samples)]
+        )  # fmt: skip
+        self.sampled_tokens += int(tokens)
+        metrics = {
+            "memory_coverage": self.memory.coverage(),
+            "batch_coverage": covered_q / n_q if n_q else 0.0,  # the notebook's memory_acc (M/B)
+            "proposal_accuracy": right / n_p if n_p else 0.0,
+            "accepted": acc,
+            "nonzero_weights": nonzero,
+            "sum_squared_weights": squares,
+            "terms": n_terms,
+        }
         by_id = {e.id: e for e in step.items}
         chosen = [TrainExample(self.view.prompt(by_id[t.question_id]), t.text, t.weight, {"id": t.question_id, "kind": t.kind}) for t in terms]
-        return chosen, {**metrics, "sampled_tokens": float(tokens), "sampled_tokens_total": float(self.sampled_tokens)}
+        return chosen, {**metrics, "sampled_tokens": tokens, "sampled_tokens_total": float(self.sampled_tokens)}
+
+    def share_memory(self, live: Any, proposals: list[Proposal]) -> None:
+        """Every data-parallel process takes the others' updated entries for their minibatch questions, so all hold the whole memory."""
+        if live.num_processes > 1:
+            mine = sorted({p.question_id for p in proposals})
+            self.memory.absorb(MemoryEntry(**row) for row in live.all_gather([vars(self.memory[q]) for q in mine]))
 
     def evaluate(self, live: Any) -> dict[str, float]:
         return live.accuracy(self.view, self.dev, self.verifier, style=VIEW_STYLE, max_new_tokens=self.cfg.max_new_tokens)
@@ -401,7 +424,7 @@ class Trice(Method):
         init_text = self.init_text(ctx, fit)
         init_tokens = init_token_count(ctx.base_model, init_text) if init_text is not None else None
         verifier = make_verifier(None, ctx.task)
-        objective = TriceObjective(TricePrompts(ctx.task), memory, cfg, verifier, dev, lambda step: random.Random(ctx.seed_for(f"trice/step_{step:05d}")))
+        objective = TriceObjective(TricePrompts(ctx.task), memory, cfg, verifier, dev, lambda step, process: random.Random(ctx.seed_for(f"trice/step_{step:05d}" + (f"/process_{process}" if process else ""))))
         log = TrainLog(d / "train_log.jsonl")
         try:
             sft = cfg.engine_sft(init_text, init_tokens)

@@ -137,6 +137,13 @@ class TriceMemory:
                 accepted += 1
         return accepted
 
+    def absorb(self, entries: Iterable[MemoryEntry]) -> None:
+        """Take `entries` as they are (another data-parallel process's updated questions): every process keeps the whole memory."""
+        for entry in entries:
+            if entry.question_id not in self._entries:
+                raise KeyError(f"memory entry for question {entry.question_id!r}, which this memory does not hold")
+            self._entries[entry.question_id] = entry
+
     def coverage(self) -> float:
         """Fraction of questions whose memory holds a correct rationale."""
         return sum(e.correct for e in self._entries.values()) / len(self._entries) if self._entries else 0.0
@@ -303,6 +310,18 @@ def step_terms(
     return terms, metrics
 
 
+def exact_weights_across_processes(terms: list[Term], total_terms: float, processes: int) -> list[Term]:
+    """`step_terms(subsample=None)` terms made exact under data parallelism.
+
+    Each process weighs its n_p kept terms by w · n_p · processes / M; the engine's mean runs over
+    the N = Σ n_p terms of all processes, so the exact weight is w · N / M: scale by N / (n_p · processes).
+    """
+    if not terms:
+        return terms
+    scale = total_terms / (len(terms) * processes)
+    return [Term(t.question_id, t.text, t.weight * scale, t.kind) for t in terms]
+
+
 def _weighted_terms(candidates: list[Term], subsample: int | None, rng: UniformSource, normalizer: float) -> list[Term]:
     if subsample is None:
         kept = [t for t in candidates if t.weight != 0]
@@ -311,18 +330,23 @@ def _weighted_terms(candidates: list[Term], subsample: int | None, rng: UniformS
     return [Term(candidates[i].question_id, candidates[i].text, w, candidates[i].kind) for i, w in zip(indices, signed)]
 
 
-def rejection_sampling_terms(proposals: Sequence[Proposal]) -> list[Term]:
+def rejection_sampling_terms(
+    proposals: Sequence[Proposal], total_kept: float | None = None, total_questions: float | None = None
+) -> list[Term]:
     """The rejection-sampling baseline: keep the correct proposals (several per question), no control variate.
 
     Correct samples are exact posterior samples, so each question with any gets the mean of their
     gradients, and the step averages over those Q questions: G_RS = (1/Q) Σ_q (1/n_q) Σ_k ∇log p(z_qk),
     the same target as TRICE's G (whose M is Q with one sample each). Under the mean-over-terms
     contract each of the N kept terms weighs N / (Q · n_q): exactly 1 when every covered question
-    has the same number of correct samples, less for easy questions with many.
+    has the same number of correct samples, less for easy questions with many. Across data-parallel
+    processes (each holding its own questions) N and Q are the all-reduced `total_kept` and
+    `total_questions`, since the engine's mean runs over every process's terms.
     """
     kept = [p for p in proposals if p.correct]
     per_question: dict[str, int] = {}
     for p in kept:
         per_question[p.question_id] = per_question.get(p.question_id, 0) + 1
-    n, q = len(kept), len(per_question)
+    n = len(kept) if total_kept is None else total_kept
+    q = len(per_question) if total_questions is None else total_questions
     return [Term(p.question_id, p.text, n / (q * per_question[p.question_id]), SAMPLE) for p in kept]
