@@ -147,3 +147,21 @@ def test_training_set_rules(data_dir, tiny_model, star_task, tmp_path, host, sty
     assert got["train_questions"] == 2
     by_id = {ex.id: ex, ex2.id: ex2}
     assert all(t["prompt"] == task.prompt(by_id[t["meta"]["id"]], stored, hint=False) for t in train)
+
+
+def test_a_soft_prompt_started_from_the_few_shot_demonstrations(cli, data_dir, formatted_model, star_args, star_task, tmp_path, host):
+    """--soft-prompt-init fewshot (STaR on TRICE's parameterization): the prompt starts as the exemplars, one virtual token per token."""
+    from transformers import AutoTokenizer
+
+    from plugins.methods.star import StarConfig, StarSFTConfig, training_sft
+
+    task = host.task(star_task, data_dir=data_dir)
+    cfg = StarConfig(soft_prompt_init="fewshot", sft=StarSFTConfig(soft_prompt=True, packing=False))
+    sft = training_sft(cfg, task, str(formatted_model))
+    fewshot, bare = (task.prompt(task.examples(task.train_split)[0], style) for style in ("fewshot", "bare"))
+    assert sft.soft_prompt_init_text + bare == fewshot and sft.soft_prompt_init_text.count("\nQ: ") >= 2
+    assert sft.soft_prompt_tokens == len(AutoTokenizer.from_pretrained(formatted_model)(sft.soft_prompt_init_text)["input_ids"]) > 50
+    assert training_sft(StarConfig(), task, str(formatted_model)) == StarConfig().sft
+
+    r = cli("--data-dir", data_dir, *star_args(formatted_model, tmp_path / "bad"), "--soft-prompt-init", "fewshot")
+    assert r.exit_code == 2 and "soft_prompt_init=fewshot needs sft.soft_prompt, --style fewshot and --context question" in r.stderr

@@ -28,7 +28,7 @@ removed), `--init last` (continue from the previous iteration's model instead of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ from cotkit import (
     read_jsonl,
     trim_after_answer,
 )
+
+from .soft_prompt_start import fewshot_text, token_count
 
 if TYPE_CHECKING:
     from cotkit import RunContext
@@ -123,9 +125,18 @@ class StarConfig(SplitLimits):
     keep_checkpoints: str = option(
         "all", help="Keep every iteration's checkpoint, or only the last (saves disk).", choices=("all", "last")
     )
+    soft_prompt_init: str = option(
+        "sft",
+        help="With sft.soft_prompt: fewshot starts every iteration's soft prompt from the task's few-shot demonstrations, one "
+        "virtual token per token (the fine-tuned model then begins as few-shot prompting, as TRICE's notebook; needs "
+        "--style fewshot --context question); sft: sft.soft_prompt_tokens and sft.soft_prompt_init_text as given.",
+        choices=("sft", "fewshot"),
+    )
     sft: StarSFTConfig = field(default_factory=StarSFTConfig)
 
     def __post_init__(self) -> None:
+        if self.soft_prompt_init == "fewshot" and not (self.sft.soft_prompt and self.style == "fewshot" and self.context == "question"):
+            raise ConfigError("soft_prompt_init=fewshot needs sft.soft_prompt, --style fewshot and --context question")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
         if self.samples_per_question < 1:
@@ -142,6 +153,14 @@ class StarConfig(SplitLimits):
         if self.max_per_question is not None and self.max_per_question < 1:
             raise ConfigError(f"max_per_question must be at least 1 (or none), got {self.max_per_question}")
         super().__post_init__()  # the split limits
+
+
+def training_sft(cfg: StarConfig, task: Any, model: str) -> SFTConfig:
+    """`cfg.sft`, its soft prompt started from the task's few-shot demonstrations where --soft-prompt-init fewshot says so."""
+    if cfg.soft_prompt_init != "fewshot":
+        return cfg.sft
+    text = fewshot_text(task, task.examples(task.train_split)[0])
+    return replace(cfg.sft, soft_prompt_init_text=text, soft_prompt_tokens=token_count(model, text))
 
 
 def steps_at(cfg: StarConfig, iteration: int) -> int:
@@ -340,7 +359,8 @@ class Star(Method):
         cfg: StarConfig = ctx.options
         items = [TrainExample.from_dict(r) for r in read_jsonl(d / "train.jsonl")]
         phase = f"iter_{iteration:03d}/train"
-        _, row = fine_tune(ctx, phase, f"train iter {iteration}", ctx.model_path(init), items, cfg.sft, steps_at(cfg, iteration), d)
+        sft = training_sft(cfg, ctx.task, ctx.base_model)
+        _, row = fine_tune(ctx, phase, f"train iter {iteration}", ctx.model_path(init), items, sft, steps_at(cfg, iteration), d)
         return row
 
     def funnel(self, ctx: Any, it: int) -> dict[str, Any]:

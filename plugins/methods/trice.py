@@ -53,6 +53,7 @@ from cotkit import (
     trim_after_answer,
 )
 
+from .soft_prompt_start import fewshot_text, token_count
 from .trice_estimator import (
     MemoryEntry,
     Proposal,
@@ -191,19 +192,8 @@ class TricePrompts:
 
 def fewshot_demonstrations(task: Any, example: Example) -> str:
     """The task's few-shot CoT demonstrations (the few-shot prompt before its query) in the template's `Question:`/`Answer:` layout."""
-    fewshot, query = task.prompt(example, "fewshot"), task.prompt(example, "bare")
-    if not isinstance(fewshot, str) or not fewshot.endswith(query) or fewshot == query:
-        raise ConfigError(f"soft_prompt_init=fewshot: task {task.full_name} has no few-shot text prompt to start from; use --soft-prompt-init sft")
-    text = fewshot[: -len(query)]
-    text = re.sub(r"(?m)^Q: ", "Question: ", text)
+    text = re.sub(r"(?m)^Q: ", "Question: ", fewshot_text(task, example))
     return re.sub(r"(?m)^A:", "Answer:", text)
-
-
-def init_token_count(model: str, text: str) -> int:
-    """How many tokens `text` is to the model's tokenizer, as peft counts them for a TEXT-initialized prompt."""
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(model)(text)["input_ids"])
 
 
 # ------------------------------------------------------------------------------------ verdicts
@@ -422,7 +412,7 @@ class Trice(Method):
             memory = TriceMemory(MemoryEntry(e.id, "", False, 0) for e in fit)
         start_coverage = memory.coverage()
         init_text = self.init_text(ctx, fit)
-        init_tokens = init_token_count(ctx.base_model, init_text) if init_text is not None else None
+        init_tokens = token_count(ctx.base_model, init_text) if init_text is not None else None
         verifier = make_verifier(None, ctx.task)
         objective = TriceObjective(TricePrompts(ctx.task), memory, cfg, verifier, dev, lambda step, process: random.Random(ctx.seed_for(f"trice/step_{step:05d}" + (f"/process_{process}" if process else ""))))
         log = TrainLog(d / "train_log.jsonl")
