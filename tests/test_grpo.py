@@ -126,3 +126,18 @@ def test_the_report_has_base_and_final_held_out_accuracy_and_the_checkpoint_eval
             "--style", "zeroshot", "--limit", "3", "--max-new-tokens", "10", "--output-dir", str(out))  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert len((out / "samples.jsonl").read_text().splitlines()) == 3
+
+
+def test_lora_is_merged_into_a_plain_checkpoint_with_the_base_models_tensors(data_dir, formatted_model, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    args = [
+        *train_args(data_dir, formatted_model, out), "--lora", "--learning-rate", "1e-2", "--save-every", "0",
+        "--no-final-eval", "--dev-limit", "2", "--max-completion-length", "8",
+    ]  # fmt: skip
+    r = run(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trained, base = weights(out), load_file(str(formatted_model / "model.safetensors"))
+    assert sorted(trained) == sorted(base)  # no adapter tensors: peft's LoRA merged
+    assert any((trained[k] != base[k]).any() for k in base)
