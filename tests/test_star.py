@@ -48,6 +48,8 @@ def test_star_end_to_end(cli, data_dir, formatted_model, star_args, star_task, t
     train = rows(out / "iter_001" / "train.jsonl")
     kept = [s for s in samples if s["correct"]] + [r for r in rationalized if r["correct"]]
     assert len(train) == len({(k["id"], k["completion"]) for k in kept}) > 0
+    log = rows(out / "iter_001" / "train_log.jsonl")  # every method's fine-tuning logs each optimizer step
+    assert [r["step"] for r in log] == [1, 2] and all({"loss", "lr", "nll_per_token"} <= set(r) for r in log)
     for t in train:
         ex = fit[t["meta"]["id"]]
         assert t["prompt"] == task.prompt(ex, "zeroshot", hint=False)

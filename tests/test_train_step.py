@@ -231,3 +231,24 @@ def test_decay_ends_at_the_floor():
     assert lr_factor(100, "cosine", 0, 100, floor=0.1) == pytest.approx(0.1)  # TRICE's notebook: cosine to 0.1x
     assert lr_factor(50, "linear", 0, 100, floor=0.2) == pytest.approx(0.6)
     assert lr_factor(100, "cosine", 0, 100) == pytest.approx(0.0) and lr_factor(7, "constant", 0, 100, floor=0.5) == 1.0
+
+
+def test_the_step_log_of_a_resumed_run_drops_the_steps_after_its_saved_state(tmp_path):
+    """A run killed after logging steps 1-3 but saving its state at step 2 logs steps 3.. again: one row per step, the new ones."""
+    import json
+    from types import SimpleNamespace
+
+    from cotkit.harness.iterate import TrainLog
+
+    path = tmp_path / "train_log.jsonl"
+    first = TrainLog(path)
+    for step in (1, 2, 3):
+        first(SimpleNamespace(step=step, loss=float(step), lr=0.1, stats={"x": 1.0}))
+    with path.open("a") as f:
+        f.write('{"step": 4, "lo')  # torn by the kill
+    resumed = TrainLog(path)
+    for step in (3, 4):
+        resumed(SimpleNamespace(step=step, loss=10.0 * step, lr=0.1, stats={}))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    assert rows[0]["x"] == 1.0

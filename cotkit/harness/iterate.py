@@ -100,13 +100,24 @@ def fine_tune(
     objective: Any = None,
     on_step: Callable[[Any], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Run the shared fine-tuning step as `phase` with a progress bar; the TrainResult and its metrics row."""
-    from cotkit.harness.train import train
+    """Run the shared fine-tuning step as `phase` with a progress bar; the TrainResult and its metrics row.
 
+    Every optimizer step's loss, lr and objective statistics go to `out_dir/train_log.jsonl` (and
+    to the trackers); the bar shows the objective's `shown_stats` beside loss and lr.
+    """
+    from cotkit.harness.train import train
+    from cotkit.run import is_main_process
+
+    log = TrainLog(out_dir / "train_log.jsonl") if is_main_process() else None
+    shown = getattr(objective, "shown_stats", ())
+    latest: dict[str, float] = {}
     with ctx.progress(label, steps) as update:
 
         def step(s: Any) -> None:
-            update(1, loss=s.loss, lr=s.lr)
+            latest.update({k: v for k, v in s.stats.items() if k in shown})
+            update(1, loss=s.loss, lr=s.lr, **latest)
+            if log is not None:
+                log(s)
             ctx.tracking.train_step(phase, s)
             if on_step is not None:
                 on_step(s)
@@ -127,6 +138,29 @@ def fine_tune(
         "final_loss": result.losses[-1],
     }
     return result, row
+
+
+class TrainLog:
+    """train_log.jsonl: one row per optimizer step (step, loss, lr, the objective's statistics).
+
+    The first step a run (or a resumed run) logs drops the rows from that step on, left by the
+    killed run after its last saved state; later steps append.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._started = False
+
+    def __call__(self, s: Any) -> None:
+        from cotkit.jsonl import append_jsonl_rows, atomic_write_jsonl, read_jsonl_tolerant
+
+        row = {"step": s.step, "loss": s.loss, "lr": s.lr, **s.stats}
+        if self._started:
+            append_jsonl_rows(self.path, [row])
+            return
+        kept = [r for r in read_jsonl_tolerant(self.path) if r["step"] < s.step]
+        atomic_write_jsonl(self.path, [*kept, row])
+        self._started = True
 
 
 def capped_steps(items: Sequence[Any], epochs: float, sft: Any, max_steps: int | None = None, *, model: str | None = None) -> int:

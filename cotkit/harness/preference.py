@@ -144,6 +144,8 @@ class DPONLLObjective(Objective):
     Iterative RPO, the same one). Every pair weighs 1 in the step normaliser.
     """
 
+    shown_stats = ("reward_accuracy", "reward_margin")
+
     #: The NLL normalizations this objective supports (module docstring), the paper's first.
     NLL_NORMALIZATIONS = NLL_NORMALIZATIONS
 

@@ -157,10 +157,12 @@ class Objective:
     (override `wrap_model` and `loss`). `size` is each feature's share of the normaliser (tokens
     or sequences) so a step's loss is the mean over the whole accumulated batch. `packable` says
     that `loss` also takes the batches `pack_batch` makes (several examples per row), which
-    `SFTConfig.packing` needs.
+    `SFTConfig.packing` needs. `shown_stats` names the step statistics the live progress bar shows
+    beside loss and lr (the latest value of each; every statistic goes to train_log.jsonl).
     """
 
     packable: bool = False
+    shown_stats: tuple[str, ...] = ()
 
     def features(self, tokenizer: Any, items: Sequence[Any], max_length: int) -> list[dict[str, Any]]:
         """Tokenized features, one per item (items that cannot be used are dropped)."""

@@ -359,7 +359,7 @@ class IterativeRPO(Method):
 
     def train(self, ctx: Any, init: str, d: Path, iteration: int) -> dict[str, Any]:
         """Train M_{t+1} from M_t with M_t as the reference on d/pairs.jsonl; d/checkpoint and d/train_log.jsonl."""
-        from cotkit import PreferencePair, atomic_write_jsonl
+        from cotkit import PreferencePair
 
         cfg: IRPOConfig = ctx.options
         phase = f"iter_{iteration:03d}/train"
@@ -367,16 +367,8 @@ class IterativeRPO(Method):
         steps = capped_steps(pairs, cfg.epochs, cfg.sft, cfg.max_steps)  # pairs are never packed
         model = ctx.model_path(init)
         objective = DPONLLObjective(model, beta=cfg.beta, nll_weight=cfg.nll_weight, nll_normalization=cfg.nll_normalization)
-        log: list[dict[str, Any]] = []
-
-        def on_step(s: Any) -> None:
-            log.append({"step": s.step, "loss": round(s.loss, 6), "lr": s.lr, **{k: round(v, 6) for k, v in s.stats.items()}})
-
-        result, row = fine_tune(
-            ctx, phase, f"train iter {iteration}", model, pairs, cfg.sft, steps, d, objective=objective, on_step=on_step
-        )
-        if log:
-            atomic_write_jsonl(d / "train_log.jsonl", log)
+        result, row = fine_tune(ctx, phase, f"train iter {iteration}", model, pairs, cfg.sft, steps, d, objective=objective)
+        log = read_jsonl(d / "train_log.jsonl") if (d / "train_log.jsonl").exists() else []
         tail = log[-max(1, len(log) // 4) :]  # the last quarter of the steps: where the margins ended up
 
         def mean(key: str, rows: list[dict[str, Any]]) -> float | None:

@@ -226,6 +226,8 @@ def sampled_tokens(samples: list[Any]) -> int:
 class TriceObjective(OnlineObjective):
     """Items are the training Examples; each step proposes from the live model, updates the memory and returns the weighted terms."""
 
+    shown_stats = ("memory_coverage", "proposal_accuracy", "dev_accuracy")
+
     def __init__(self, view: TricePrompts, memory: TriceMemory, cfg: TriceConfig, verifier: Any, dev: list[Example], step_rng: Any):
         super().__init__(cfg.sft.loss_normalization, eval_every=cfg.eval_every)
         self.view, self.memory, self.cfg, self.verifier, self.dev = view, memory, cfg, verifier, dev
@@ -291,20 +293,6 @@ class TriceObjective(OnlineObjective):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.memory = TriceMemory.from_rows(state["memory"], "saved objective state")
         self.sampled_tokens = int(state["sampled_tokens"])
-
-
-class TrainLog:
-    """train_log.jsonl, one row per optimizer step; a resumed run rewrites the steps after its saved state."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, log: Any) -> None:
-        from cotkit import atomic_write_jsonl
-
-        rows = [r for r in read_jsonl(self.path) if r["step"] < log.step] if self.path.exists() else []
-        rows.append({"step": log.step, "loss": log.loss, "lr": log.lr, **log.stats})
-        atomic_write_jsonl(self.path, rows)
 
 
 # ------------------------------------------------------------------------------------ method
@@ -415,10 +403,9 @@ class Trice(Method):
         init_tokens = token_count(ctx.base_model, init_text) if init_text is not None else None
         verifier = make_verifier(None, ctx.task)
         objective = TriceObjective(TricePrompts(ctx.task), memory, cfg, verifier, dev, lambda step, process: random.Random(ctx.seed_for(f"trice/step_{step:05d}" + (f"/process_{process}" if process else ""))))
-        log = TrainLog(d / "train_log.jsonl")
         try:
             sft = cfg.engine_sft(init_text, init_tokens)
-            _, row = fine_tune(ctx, "iter_001/train", f"{cfg.estimator} steps", ctx.base_model, fit, sft, cfg.steps, d, objective=objective, on_step=log)
+            _, row = fine_tune(ctx, "iter_001/train", f"{cfg.estimator} steps", ctx.base_model, fit, sft, cfg.steps, d, objective=objective)
         finally:
             verifier.close()
         atomic_write_jsonl(d / "memory.jsonl", objective.memory.to_rows())
