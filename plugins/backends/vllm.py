@@ -71,17 +71,19 @@ class VLLMBackend(Backend):
             dtype = "float32"  # match the hf backend on CPU; vLLM would pick bf16
         kwargs = dict(cfg.engine_args)
         on_gpu = torch.cuda.is_available()
-        if not on_gpu and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
-            # On CPU, vLLM otherwise reserves 92% of the machine's memory up front and refuses to
-            # start on a shared machine; a fixed KV cache (VLLM_CPU_KVCACHE_SPACE GiB, default 2) fits.
-            kwargs["kv_cache_memory_bytes"] = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 2) << 30
         if not on_gpu:
+            if not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(kwargs):
+                # vLLM otherwise reserves 92% of the machine's memory up front and refuses to start on
+                # a shared machine; a fixed KV cache (VLLM_CPU_KVCACHE_SPACE GiB, default 2) fits.
+                kwargs["kv_cache_memory_bytes"] = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or 2) << 30
             # After a chunk of a prompt's prefill vLLM rewinds that request's generator, which torch's
             # CPU generators cannot do ("CPU Generator does not use offset"): whole prefills keep seeds.
             kwargs.setdefault("enable_chunked_prefill", False)
-        elif cfg.keep_alive:
+        from vllm.platforms import current_platform
+
+        if cfg.keep_alive and current_platform.is_sleep_mode_available():
             kwargs.setdefault("enable_sleep_mode", True)
-        self._sleep_mode = on_gpu and bool(kwargs.get("enable_sleep_mode"))
+        self._sleep_mode = bool(kwargs.get("enable_sleep_mode"))
         #: Whether every sample is its own seeded request (not on CPU with chunked prefill forced on).
         self.seeded_samples = on_gpu or not kwargs["enable_chunked_prefill"]
         if not self.seeded_samples:
