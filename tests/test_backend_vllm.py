@@ -32,6 +32,21 @@ PROMPTS = [
 PAIRS = [("Q: Natalia sold 48 clips", " in April."), ("Q: Ken", " baked 7 cookies.")]
 
 
+def shifted_copy(model: Path, out: Path) -> Path:
+    """`model` with seeded noise added to every weight (the tied embeddings too): a checkpoint of the same shape."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weights = AutoModelForCausalLM.from_pretrained(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in weights.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+    weights.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    return out
+
+
 def long_prompts(count: int = 4, words: int = 250) -> list[str]:
     """Prompts sharing no prefix, each fitting the test's 512-token budget per step but not two of them.
 
@@ -50,7 +65,7 @@ from cotkit.contracts import SamplingParams
 from cotkit.models import load_backend
 
 def main():
-    model, prompts, pairs, stop, long = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+    model, prompts, pairs, stop, long, other = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5]), sys.argv[6]
     budget = {"max_model_len": 512, "max_num_batched_tokens": 512}  # tokens vLLM schedules per step
     be = load_backend("vllm", model=model, enforce_eager=True, **budget)
     greedy = be.generate(prompts, SamplingParams(n=2, max_new_tokens=12), progress=False)
@@ -82,6 +97,9 @@ def main():
         "long_prompt_tokens": prompt_tokens,
         "seeded_samples": be.seeded_samples,
     }
+    # Another checkpoint of the same shape, loaded into the running engine as a training run does.
+    out["reloaded"] = be.sleep() and be.load_weights(other)
+    out["reloaded_loglikelihood"] = be.loglikelihood([tuple(p) for p in pairs])
     be.close()
     # Chunked prefill asked for on CPU: sampling still runs, on the engine's seed, with a notice.
     chunked = load_backend("vllm", model=model, enforce_eager=True, enable_chunked_prefill=True, **budget)
@@ -112,6 +130,12 @@ def test_vllm_backend_matches_the_hf_backend(tmp_path):
     from cotkit.testing import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny-128", hidden_size=128)
+    other = shifted_copy(model, tmp_path / "tiny-128-shifted")
+    hf = load_backend("hf", model=str(other))
+    try:
+        other_loglikelihoods = hf.loglikelihood(PAIRS)
+    finally:
+        hf.close()
     hf = load_backend("hf", model=str(model))
     try:
         greedy = hf.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=12), progress=False)
@@ -126,7 +150,7 @@ def test_vllm_backend_matches_the_hf_backend(tmp_path):
     script.write_text(VLLM_SCRIPT)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     done = subprocess.run(
-        [str(VLLM_PYTHON), str(script), str(model), json.dumps(PROMPTS), json.dumps(PAIRS), stop, json.dumps(long_prompts())],
+        [str(VLLM_PYTHON), str(script), str(model), json.dumps(PROMPTS), json.dumps(PAIRS), stop, json.dumps(long_prompts()), str(other)],
         capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path,
     )  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -137,6 +161,9 @@ def test_vllm_backend_matches_the_hf_backend(tmp_path):
     assert got["greedy_meta"] == [[g.n_tokens, g.finish_reason] for g in greedy[0]]
     assert got["stopped"] == [stopped.text, stopped.finish_reason]
     assert got["loglikelihood"] == pytest.approx(loglikelihoods, abs=1e-3)
+    # Every weight reloaded, the tied output head too (vLLM's own reload leaves it on the old embeddings).
+    assert got["reloaded"] and got["reloaded_loglikelihood"] == pytest.approx(other_loglikelihoods, abs=1e-3)
+    assert other_loglikelihoods != pytest.approx(loglikelihoods, abs=0.1)
     expected, cut, reason = got["sampled_cut"]
     assert cut == expected and reason == "stop"
     # vLLM keeps a generator per request: a seeded sample does not depend on its batch.

@@ -81,8 +81,10 @@ class VLLMBackend(Backend):
             kwargs.setdefault("enable_chunked_prefill", False)
         from vllm.platforms import current_platform
 
-        if cfg.keep_alive and current_platform.is_sleep_mode_available():
-            kwargs.setdefault("enable_sleep_mode", True)
+        if cfg.keep_alive:
+            kwargs.setdefault("worker_extension_cls", f"{KeepAliveWorker.__module__}.{KeepAliveWorker.__qualname__}")
+            if current_platform.is_sleep_mode_available():
+                kwargs.setdefault("enable_sleep_mode", True)
         self._sleep_mode = bool(kwargs.get("enable_sleep_mode"))
         #: Whether every sample is its own seeded request (not on CPU with chunked prefill forced on).
         self.seeded_samples = on_gpu or not kwargs["enable_chunked_prefill"]
@@ -218,6 +220,7 @@ class VLLMBackend(Backend):
         if self._asleep:
             self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        self.llm.collective_rpc("tie_output_head")
         if self._asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
@@ -246,6 +249,24 @@ class VLLMBackend(Backend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+class KeepAliveWorker:
+    """Mixed into vLLM's workers (`worker_extension_cls`) so the backend can call `tie_output_head` there."""
+
+    def tie_output_head(self: Any) -> None:
+        """After `reload_weights`: point a tied output head at the new embeddings again.
+
+        A checkpoint with tied embeddings holds no `lm_head` weights, so vLLM's in-place reload (0.32)
+        loads nothing into the head and puts its old tensors back ("ParallelLMHead: Failed to load
+        weights"): the model would read new embeddings and score tokens with the old ones.
+        """
+        model = self.model_runner.get_model()
+        head = getattr(model, "lm_head", None)
+        if head is None or not getattr(self.model_runner.model_config.hf_text_config, "tie_word_embeddings", False):
+            return
+        head.tie_weights(model.get_submodule("model.embed_tokens"))
+        head.quant_method.process_weights_after_loading(head)  # on CPU: the GEMM handle built from the weight
 
 
 #: Config keys that differ between a model and its fine-tuned checkpoint without changing its shape.
