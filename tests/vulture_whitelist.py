@@ -39,3 +39,6 @@ _.__signature__
 
 # transformers' Trainer calls these TrainerCallback events (plugins/methods/grpo.py)
 _.on_log, _.on_save
+
+# vLLM calls it by name in its workers (plugins/backends/vllm.py: worker_extension_cls, collective_rpc)
+_.tie_output_head
