@@ -245,9 +245,17 @@ def cmd(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """`args` in its own process group, killed whole on a timeout (torchrun's workers would outlive their launcher)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("COTKIT_FAULT")}
     e.update({"OMP_NUM_THREADS": "1", "COTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}, **env)
-    return subprocess.run(args, cwd=REPO, env=e, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.Popen(args, cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def rows(path: Path) -> list[dict]:
