@@ -141,6 +141,8 @@ class QuietStarConfig(SplitLimits):
 class QuietStarObjective(Objective):
     """Documents -> token sequences; the trained module is the thinking wrapper; the loss is Quiet-STaR's."""
 
+    shown_stats = ("nll_mix", "reward_mean", "mixing_weight")
+
     def __init__(self, cfg: QuietStarConfig, log: Any):
         self.cfg, self.log = cfg, log
         self.tokenizer: Any = None
@@ -179,18 +181,6 @@ def right_padded(rows: list[list[int]], pad_id: int) -> dict[str, Any]:
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask}
-
-
-class TrainLog:
-    """train_log.jsonl, one row per optimizer step; a resumed run rewrites the steps after its saved state."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, log: Any) -> None:
-        rows = [r for r in read_jsonl(self.path) if r["step"] < log.step] if self.path.exists() else []
-        rows.append({"step": log.step, "loss": log.loss, "lr": log.lr, **log.stats})
-        atomic_write_jsonl(self.path, rows)
 
 
 # ------------------------------------------------------------------------------------ perplexity
@@ -352,7 +342,7 @@ class QuietStar(Method):
         """The Quiet-STaR objective for --steps steps from the base model: d/checkpoint (with quiet_star/), d/train_log.jsonl."""
         cfg: QuietStarConfig = ctx.options
         objective = QuietStarObjective(cfg, ctx.log)
-        _, row = fine_tune(ctx, "iter_001/train", "quiet-star steps", ctx.base_model, documents, cfg.engine_sft(), cfg.steps, d, objective=objective, on_step=TrainLog(d / "train_log.jsonl"))
+        _, row = fine_tune(ctx, "iter_001/train", "quiet-star steps", ctx.base_model, documents, cfg.engine_sft(), cfg.steps, d, objective=objective)
         steps = list(read_jsonl(d / "train_log.jsonl"))
         saved = json.loads((d / "checkpoint" / "quiet_star" / "config.json").read_text(encoding="utf-8"))
         first, last = steps[0], steps[-1]
