@@ -94,7 +94,12 @@ def test_vllm_parallel_options_given_with_B_reach_vllm_llm(tiny_model, monkeypat
         def __init__(self, **kwargs):
             calls.append(kwargs)
 
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = LLM
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(is_sleep_mode_available=lambda: False)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     load_backend("vllm", model=str(tiny_model), tensor_parallel_size="2", pipeline_parallel_size="2", distributed_executor_backend="mp")
     [kwargs] = calls
     assert (kwargs["tensor_parallel_size"], kwargs["pipeline_parallel_size"]) == (2, 2)
