@@ -94,8 +94,9 @@ class _CausalDecoding:
     The prompts' longest common token prefix (a few-shot prompt's exemplars, a shared instruction)
     is prefilled once for the whole batch and its cache copied to every row; only the rest of each
     prompt is left-padded and prefilled per row, after it (the mask hides the padding between the
-    two and positions count real tokens only). On CPU the prefill of a 600-token 3-shot prompt
-    costs more than decoding 100 tokens, so this is most of a few-shot sampling call's time.
+    two and positions count real tokens only). It saves each row's prefill of the exemplars; on 2
+    CPU cores, where decoding dominates, 16 rows of GSM8K's 798-token 8-shot prompt sampled 64
+    tokens 1.05x faster (benchmarks/prefix_sharing.py).
     """
 
     def __init__(self, model: Any, prompts: list[list[int]], pad: int, device: Any):
