@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "Method": "cotkit.contracts",
     "PROMPT_STYLES": "cotkit.contracts",
     "check_styles": "cotkit.contracts",
+    "HINT_FORMATS": "cotkit.contracts",
+    "hint_format": "cotkit.contracts",
     "require_fields": "cotkit.contracts",
     # data types
     "Example": "cotkit.types",
@@ -201,6 +203,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
     from cotkit.options import option
     from cotkit.console import err, quiet_transformers
     from cotkit.contracts import (
+        HINT_FORMATS,
         PROMPT_STYLES,
         SEED_MASK,
         Backend,
@@ -211,6 +214,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         Task,
         Verifier,
         check_styles,
+        hint_format,
         require_fields,
         sample_seed,
     )

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # a type only: the run layer sits above the contracts
 #: `fewshot`: exemplars, then the question; `zeroshot`: the question and "Let's think step by step.";
 #: `chat`: one user turn; `bare`: the few-shot prompt's last block alone (`Q: ...\nA:`), no exemplars.
 PROMPT_STYLES = ("fewshot", "zeroshot", "chat", "bare")
+#: How `Task.prompt(..., hint=...)` may give the gold answer (True means `sentence`).
+HINT_FORMATS = ("sentence", "inline")
 
 
 class Plugin:
@@ -333,6 +335,17 @@ def check_styles(style: str, allowed: Iterable[str] = PROMPT_STYLES) -> str:
     if style not in allowed:
         raise UnknownNameError("prompt style", style, allowed)
     return style
+
+
+def hint_format(hint: bool | str) -> str | None:
+    """The hint format a `prompt(..., hint=...)` argument asks for: None (no hint), True = `sentence`, or a named one."""
+    if not hint:
+        return None
+    if hint is True:
+        return "sentence"
+    if hint not in HINT_FORMATS:
+        raise UnknownNameError("hint format", str(hint), HINT_FORMATS)
+    return str(hint)
 
 
 def require_fields(row: dict[str, Any], fields: Iterable[str], where: str) -> None:

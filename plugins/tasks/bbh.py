@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cotkit import AnswerKind, Choice, DataError, Example, find_local, load_rows, option, read_json
+from cotkit import AnswerKind, Choice, DataError, Example, find_local, hint_format, load_rows, option, read_json
 
-from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, hint_format, mark_option_line, normalize_number, read_text, task_data
+from .common import ZEROSHOT_TRIGGER, CotTask, Exemplar, carve_indices, mark_option_line, normalize_number, read_text, task_data
 
 _TABLE: dict[str, dict[str, Any]] = task_data("bbh", "subtasks.yaml")
 SUBTASKS: tuple[str, ...] = tuple(_TABLE)

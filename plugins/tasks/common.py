@@ -30,6 +30,7 @@ from cotkit import (
     Task,
     UnknownNameError,
     check_styles,
+    hint_format,
     require_fields,
     resolve_data_dir,
 )
@@ -38,7 +39,6 @@ ZEROSHOT_TRIGGER = "Let's think step by step."
 #: Where a completion in a `Q: ... A:` prompt ends: the model starting the next question.
 QA_STOPS = ["\n\nQ:", "\nQ:"]
 CORRECT_MARK = " (CORRECT)"
-HINT_FORMATS = ("sentence", "inline")
 
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -106,17 +106,6 @@ def mark_option_line(text: str, label: str) -> str:
         raise DataError(f"cannot mark option ({label}): no such option line in the question")
     m = matches[-1]  # the options block comes last in the question
     return text[: m.end()] + CORRECT_MARK + text[m.end() :]
-
-
-def hint_format(hint: bool | str) -> str | None:
-    """The hint format a `prompt(..., hint=...)` argument asks for: None (no hint), True = `sentence`, or a named one."""
-    if not hint:
-        return None
-    if hint is True:
-        return "sentence"
-    if hint not in HINT_FORMATS:
-        raise UnknownNameError("hint format", str(hint), HINT_FORMATS)
-    return str(hint)
 
 
 @dataclass

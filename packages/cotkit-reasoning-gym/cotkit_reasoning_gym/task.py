@@ -23,6 +23,7 @@ from cotkit import (
     Task,
     UnknownNameError,
     check_styles,
+    hint_format,
     require_fields,
 )
 
@@ -37,19 +38,7 @@ from .generators import (
 )
 
 ZEROSHOT_TRIGGER = "Let's think step by step."
-HINT_FORMATS = ("sentence", "inline")
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def hint_format(hint: bool | str) -> str | None:
-    """None (no hint), `sentence` (for True) or the named format."""
-    if not hint:
-        return None
-    if hint is True:
-        return "sentence"
-    if hint not in HINT_FORMATS:
-        raise UnknownNameError("hint format", str(hint), HINT_FORMATS)
-    return str(hint)
 
 
 class ReasoningGym(Task):
