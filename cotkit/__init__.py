@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "load_backend": "cotkit.models",
     "cache_kwarg": "cotkit.models",
     "resolve_model": "cotkit.models",
+    "write_backend_file": "cotkit.models",
     "ModelSlot": "cotkit.harness.iterate",
     "TeacherCache": "cotkit.harness.teacher_cache",
     "CachedTeacher": "cotkit.harness.teacher_cache",
@@ -260,7 +261,7 @@ if TYPE_CHECKING:  # editors and type checkers see the real definitions
         normalize_answer,
         question_wants_order,
     )
-    from cotkit.models import cache_kwarg, load_backend, resolve_model
+    from cotkit.models import cache_kwarg, load_backend, resolve_model, write_backend_file
     from cotkit.plugins import load_task
     from cotkit.rewards import StepScorerReward, VerifierReward, reward_rows
     from cotkit.run import RunContext, is_main_process

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from cotkit.errors import ModelError, first_line, suggest
+from cotkit.errors import ConfigError, ModelError, first_line, suggest
 
 if TYPE_CHECKING:
     from cotkit.contracts import Backend
@@ -450,6 +450,30 @@ def pull(spec: str, source: str = "auto", from_file: str | Path | None = None) -
 
 
 # -------------------------------------------------------------------------------------- backends
+
+
+#: A checkpoint whose model needs its own decoding loop names that backend in this file
+#: (`{"backend": NAME}`), so `cotkit sample` / `cotkit eval --model CHECKPOINT` pick it without --backend.
+BACKEND_FILE = "cotkit_backend.json"
+
+
+def write_backend_file(folder: str | Path, backend: str) -> None:
+    """Name the backend that decodes the checkpoint in `folder` (see `default_backend`)."""
+    (Path(folder) / BACKEND_FILE).write_text(json.dumps({"backend": backend}) + "\n", encoding="utf-8")
+
+
+def default_backend(model: str) -> str:
+    """The backend a local checkpoint names in its cotkit_backend.json; `hf` for every other model."""
+    path = Path(model) / BACKEND_FILE
+    if not path.is_file():
+        return "hf"
+    try:
+        name = json.loads(path.read_text(encoding="utf-8"))["backend"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: expected {{\"backend\": NAME}} ({e}); give --backend to override") from None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: \"backend\" must be a backend name; give --backend to override")
+    return name
 
 
 def load_backend(name: str = "hf", *, model: str = DEFAULT_MODEL, **options: Any) -> Backend:

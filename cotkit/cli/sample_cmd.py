@@ -21,7 +21,8 @@ def sample_command(
     max_new_tokens: options.MaxNewTokens = 256,
     style: options.Style = "fewshot",
     split: Annotated[Optional[str], typer.Option("--split", help="Split (default: the task's held-out split, usually test).")] = None,
-    backend: options.Backend = "hf",
+    backend: options.Backend = None,
+    no_thoughts: options.NoThoughts = False,
     seed: options.Seed = 0,
     batch_size: options.BatchSize = None,
     verifier: options.Verifier = None,
@@ -59,10 +60,12 @@ def sample_command(
     if batch_size is not None:
         options["batch_size"] = batch_size
 
+    from cotkit.cli.common import choose_backend
     from cotkit.harness.sample import sample
     from cotkit.harness.verify import make_verifier, sample_row, summarize, verify_samples
     from cotkit.models import load_backend
 
+    backend = choose_backend(backend, model, options, no_thoughts)
     be = load_backend(backend, model=model, **options)
     try:
         samples = sample(task_obj, examples, be, params, style=style)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cotkit import ConfigError, ModelError, cache_kwarg
+from cotkit import ConfigError, ModelError, cache_kwarg, write_backend_file
 
 #: The folder inside a checkpoint that holds the thought embeddings, the mixing head and the settings.
 THOUGHTS_DIR = "quiet_star"
@@ -305,6 +305,7 @@ class QuietStarModel(nn.Module):
         (folder / THOUGHTS_DIR).mkdir(parents=True, exist_ok=True)
         save_file(own, str(folder / THOUGHTS_DIR / _WEIGHTS))
         (folder / THOUGHTS_DIR / _SETTINGS).write_text(json.dumps(asdict(self.settings), indent=2) + "\n", encoding="utf-8")
+        write_backend_file(folder, "quiet-star")  # `cotkit sample/eval --model CHECKPOINT` decode with thoughts
 
 
 def shifted(x: Any, k: int, fill: Any) -> Any:
