@@ -343,6 +343,8 @@ class QuietStar(Method):
         cfg: QuietStarConfig = ctx.options
         objective = QuietStarObjective(cfg, ctx.log)
         _, row = fine_tune(ctx, "iter_001/train", "quiet-star steps", ctx.base_model, documents, cfg.engine_sft(), cfg.steps, d, objective=objective)
+        # The engine counts one sequence per document; packed documents share sequences, so its "dropped" are not drops.
+        row["sequences"] = row["examples"] - row.pop("dropped_too_long")
         steps = list(read_jsonl(d / "train_log.jsonl"))
         saved = json.loads((d / "checkpoint" / "quiet_star" / "config.json").read_text(encoding="utf-8"))
         first, last = steps[0], steps[-1]
