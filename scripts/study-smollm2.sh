@@ -3,8 +3,8 @@
 # configs/study-smollm2/ on the same reasoning-gym addition slice, seed and sampled-token budget,
 # then one `cotkit compare` table and plot over the runs.
 #
-#   bash scripts/study-smollm2.sh              # one run after another (about an hour on 2 cores)
-#   JOBS=2 bash scripts/study-smollm2.sh       # two at a time, one thread each
+#   bash scripts/study-smollm2.sh              # one run after another (the runs took 66 minutes added up, one thread each)
+#   JOBS=2 bash scripts/study-smollm2.sh       # two at a time, one thread each (40 minutes on 2 cores)
 #   bash scripts/study-smollm2.sh star sft     # only these configs (then compare every finished run)
 #
 # A run that already finished is skipped and an interrupted one resumes (`--resume`), so the script
@@ -46,7 +46,7 @@ for d in "$OUT"/*/; do
   grep -qs '"status": "complete"' "$d/state.json" && finished+=("${d%/}")
 done
 if [ ${#finished[@]} -gt 0 ]; then
-  "$COTKIT" compare "${finished[@]}" --plot "$OUT/compare.png" > "$OUT/compare.md"
+  COLUMNS=220 "$COTKIT" compare "${finished[@]}" --plot "$OUT/compare.png" > "$OUT/compare.md"
   "$COTKIT" compare "${finished[@]}" --json > "$OUT/compare.json"
   cat "$OUT/compare.md"
 fi

@@ -162,7 +162,7 @@ def test_change_is_mcnemar_on_the_paired_held_out_verdicts(compared, runs):
         lost = sum(base[k] and not final[k] for k in base)
         p, test = mcnemar_p(gained, lost)
         assert run["change"] == {
-            "n": 6, "gained": gained, "lost": lost, "points": round(100 * (gained - lost) / 6, 2), "p_value": round(p, 6), "test": test,
+            "n": 6, "gained": gained, "lost": lost, "points": round(100 * (gained - lost) / 6, 2), "p_value": float(f"{p:.3g}"), "test": test,
         }  # fmt: skip
         assert run["change"]["points"] == pytest.approx(100 * (run["final"]["accuracy"] - run["base"]["accuracy"]), abs=0.01)
 

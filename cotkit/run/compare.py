@@ -88,7 +88,7 @@ def _paired_change(base: dict[str, bool], final: dict[str, bool]) -> dict[str, A
     return {
         "n": len(shared), "gained": gained, "lost": lost,
         "points": round(100 * (gained - lost) / len(shared), 2) if shared else None,
-        "p_value": round(p, 6), "test": test,
+        "p_value": float(f"{p:.3g}"), "test": test,  # significant digits: a strong effect's p is far below 1e-6
     }  # fmt: skip
 
 
@@ -250,7 +250,10 @@ def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_ylim(0, 120)  # room above 100% for the legend
     ax.set_yticks(range(0, 101, 20))
-    ax.set_title(f"{comparison['task']}: held-out accuracy (n={comparison['n']}, 95% CI; p: McNemar)", fontsize=10)
+    import textwrap
+
+    task = textwrap.fill(comparison["task"], width=int(10 * fig.get_figwidth()))  # task options can be long
+    ax.set_title(f"{task}\nheld-out accuracy (n={comparison['n']}, 95% CI; p: McNemar)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", ncol=2, fontsize=8)
     fig.tight_layout()
