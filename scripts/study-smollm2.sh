@@ -45,9 +45,11 @@ finished=()
 for d in "$OUT"/*/; do
   grep -qs '"status": "complete"' "$d/state.json" && finished+=("${d%/}")
 done
+against=()  # every final model also tested against STaR's (the main job's method), when it ran
+grep -qs '"status": "complete"' "$OUT/star/state.json" && against=(--against "$OUT/star")
 if [ ${#finished[@]} -gt 0 ]; then
-  COLUMNS=220 "$COTKIT" compare "${finished[@]}" --plot "$OUT/compare.png" > "$OUT/compare.md"
-  "$COTKIT" compare "${finished[@]}" --json > "$OUT/compare.json"
+  COLUMNS=260 "$COTKIT" compare "${finished[@]}" "${against[@]}" --plot "$OUT/compare.png" > "$OUT/compare.md"
+  "$COTKIT" compare "${finished[@]}" "${against[@]}" --plot "$OUT/compare.png" --json > "$OUT/compare.json"
   cat "$OUT/compare.md"
 fi
 exit $status

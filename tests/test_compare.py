@@ -203,3 +203,23 @@ def test_runs_on_another_task_or_other_questions_are_refused_in_one_line(cli, ru
 def test_a_folder_that_is_not_a_run_is_refused(cli, runs, tmp_path):
     r = cli("compare", runs["star"], tmp_path, "--plot", tmp_path / "x.png")
     assert r.exit_code == 2 and "not a cotkit run directory" in r.stderr
+
+
+def test_against_tests_each_final_model_against_the_reference_final_on_the_same_questions(cli, runs, tmp_path):
+    # the reference need not be among the listed runs: it is added first
+    r = cli("compare", runs["sft"], "--against", runs["star"], "--plot", tmp_path / "p.png", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["against"] == str(runs["star"]) and [x["method"] for x in out["runs"]] == ["star", "sft"]
+    star = {x["meta"]["id"]: x["correct"] for x in rows(runs["star"] / "iter_001" / "eval_heldout.jsonl")}
+    sft = {x["meta"]["id"]: x["correct"] for x in rows(runs["sft"] / "iter_001" / "eval_heldout.jsonl")}
+    gained = sum(sft[k] and not star[k] for k in star)
+    lost = sum(star[k] and not sft[k] for k in star)
+    p, test = mcnemar_p(gained, lost)
+    assert out["runs"][0]["against"] is None
+    assert out["runs"][1]["against"] == {
+        "n": 6, "gained": gained, "lost": lost, "points": round(100 * (gained - lost) / 6, 2), "p_value": float(f"{p:.3g}"), "test": test,
+    }  # fmt: skip
+    assert out["runs"][1]["against"]["points"] == pytest.approx(100 * (out["runs"][1]["final"]["accuracy"] - out["runs"][0]["final"]["accuracy"]), abs=0.01)
+    table = cli("compare", runs["star"], runs["sft"], "--against", runs["star"], "--plot", tmp_path / "p.png")
+    assert table.exit_code == 0 and "final vs star" in table.stdout

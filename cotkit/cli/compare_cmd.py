@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,12 +16,15 @@ DEFAULT_PLOT = Path("compare.png")
 def compare(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories of `cotkit train` on one task and one held-out set."),
     plot: Path = typer.Option(DEFAULT_PLOT, "--plot", metavar="PATH", help="Where to write the plot (PNG) of base and final accuracy per run."),
+    against: Optional[Path] = typer.Option(
+        None, "--against", metavar="RUN_DIR", help="Also test every run's final model against this run's final model (McNemar, same questions)."
+    ),
     json_output: options.Json = False,
 ) -> None:
     """Held-out accuracy with 95% CIs, the change over each run's base (McNemar), collapse and budget, per run."""
     from cotkit.run.compare import TABLE_NOTE, compare_runs, comparison_table, plot_comparison
 
-    comparison = compare_runs(run_dirs)
+    comparison = compare_runs(run_dirs, against)
     written = plot_comparison(comparison, plot)
     if json_output:
         from cotkit.console import print_json

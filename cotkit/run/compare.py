@@ -129,6 +129,7 @@ def summarize_run(path: Path) -> dict[str, Any]:
         "top_answer": {"answer": final_ev.get("top_answer"), "count": top_count, "n": n},
         "budget": _budget(state.phases),
         "questions": sorted(final_verdicts) if final_verdicts is not None else None,
+        "final_verdicts": final_verdicts,
     }
 
 
@@ -158,13 +159,29 @@ def _task_label(run: dict[str, Any]) -> str:
     return run["task"] + (f" ({opts})" if opts else "")
 
 
-def compare_runs(paths: list[Path]) -> dict[str, Any]:
-    """Every run summarised, checked comparable: {"task", "split", "n", "runs": [...]} (the `--json` shape)."""
+def compare_runs(paths: list[Path], against: Path | None = None) -> dict[str, Any]:
+    """Every run summarised, checked comparable: {"task", "split", "n", "against", "runs": [...]} (the `--json` shape).
+
+    With `against` (one of the runs, added first if not among `paths`), every other run's final model
+    is also tested against that run's final model on the same questions ("against" of each run).
+    """
+    if against is not None and all(Path(p).resolve() != Path(against).resolve() for p in paths):
+        paths = [against, *paths]
     runs = [summarize_run(p) for p in paths]
     check_comparable(runs)
+    reference = None
+    if against is not None:
+        reference = next(r for r in runs if Path(r["path"]).resolve() == Path(against).resolve())
+        for run in runs:
+            pair = reference["final_verdicts"], run["final_verdicts"]
+            run["against"] = None if run is reference or None in pair else _paired_change(*pair)
     for run in runs:
         run.pop("questions")
-    return {"task": _task_label(runs[0]), "split": runs[0]["split"], "n": runs[0]["final"]["n"], "runs": runs}
+        run.pop("final_verdicts")
+    return {
+        "task": _task_label(runs[0]), "split": runs[0]["split"], "n": runs[0]["final"]["n"],
+        "against": reference["path"] if reference else None, "runs": runs,
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- table and plot
@@ -201,13 +218,19 @@ def comparison_table(comparison: dict[str, Any]) -> Any:
     table.add_column("run", overflow="fold")
     for col in ("base [95% CI]", "final [95% CI]", "change (points)", "McNemar p (+won/−lost)"):
         table.add_column(col, no_wrap=True, justify="right")
+    labels = run_labels(comparison["runs"])
+    against = comparison.get("against")
+    if against:
+        reference = labels[[r["path"] for r in comparison["runs"]].index(against)]
+        table.add_column(f"final vs {escape(reference)}: points, McNemar p (+won/−lost)", justify="right")
     for col in ("unparseable", "most common answer", "sampled tokens", "trained tokens", "seconds"):
         table.add_column(col, justify="right")
-    for label, run in zip(run_labels(comparison["runs"]), comparison["runs"]):
+    for label, run in zip(labels, comparison["runs"]):
         top, budget = run["top_answer"], run["budget"]
         top_cell = "–" if top["answer"] is None else f"{escape(str(top['answer']))} ({_share(top['count'], top['n'])})"
+        vs = [" ".join(_change(run["against"])) if run["against"] else "–"] if against else []
         table.add_row(
-            escape(label), fmt_accuracy(run["base"]), fmt_accuracy(run["final"]), *_change(run["change"]),
+            escape(label), fmt_accuracy(run["base"]), fmt_accuracy(run["final"]), *_change(run["change"]), *vs,
             _share(run["unparseable"]["count"], run["unparseable"]["n"]), top_cell,
             _tokens(budget["sampled_tokens"]), _tokens(budget["trained_tokens"]), f"{budget['seconds']:.0f}",
         )  # fmt: skip
