@@ -198,6 +198,19 @@ def greedy_accuracy(
     return {"split": split, "model": model, **summary}
 
 
+def eval_phases(ctx: Any, iteration: int, dev: list[Any], heldout: list[Any], evaluate: Callable[[list[Any], Path, str], Any]) -> None:
+    """One iteration's evaluations as resumable phases: iter_NNN/eval_dev, then iter_NNN/eval_heldout unless `heldout` is empty.
+
+    `evaluate(examples, output, split)` scores the method's model of that iteration (the method
+    chooses the model, prompt and decoding) and returns the phase's result; the run's report,
+    `cotkit compare` and the plots read these two phase names.
+    """
+    d, name = ctx.iter_dir(iteration), f"iter_{iteration:03d}"
+    ctx.phase(f"{name}/eval_dev", lambda: evaluate(dev, d / "eval_dev.jsonl", "dev"))
+    if heldout:
+        ctx.phase(f"{name}/eval_heldout", lambda: evaluate(heldout, d / "eval_heldout.jsonl", ctx.task.heldout_split))
+
+
 def prune_checkpoints(ctx: Any, iteration: int, keep: str) -> list[str]:
     """Delete the checkpoint folders of earlier iterations (`iter_NNN/checkpoint`, `iter_NNN/*/checkpoint`), never `keep`.
 

@@ -44,6 +44,7 @@ from cotkit import (
     TeacherCache,
     capped_steps,
     check_key_env_name,
+    eval_phases,
     fine_tune,
     is_encoder_decoder,
     method_splits,
@@ -351,13 +352,10 @@ class FinetuneCoT(Method):
     def run(self, ctx: RunContext[FinetuneCoTConfig]) -> dict[str, Any]:
         """Baseline, teacher, filter, train, evaluate: top to bottom, every step a resumable phase."""
         cfg: FinetuneCoTConfig = ctx.options
-        task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg, need_dev=False)
-        d0, d1 = ctx.iter_dir(0), ctx.iter_dir(1)
+        d1 = ctx.iter_dir(1)
         if cfg.baseline:
-            ctx.phase("iter_000/eval_dev", lambda: self.baseline(ctx, dev, d0 / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase("iter_000/eval_heldout", lambda: self.baseline(ctx, heldout, d0 / "eval_heldout.jsonl", task.heldout_split))
+            eval_phases(ctx, 0, dev, heldout, lambda examples, out, split: self.baseline(ctx, examples, out, split))
             ctx.write_report()
         ctx.phase("iter_001/teacher", lambda: self.teach(ctx, fit, d1 / "teacher_samples.jsonl"))
         built = ctx.phase("iter_001/filter", lambda: self.build_train_set(ctx, d1))
@@ -368,9 +366,7 @@ class FinetuneCoT(Method):
             )
         trained = ctx.phase("iter_001/train", lambda: self.train(ctx, d1), all_processes=True)
         student = trained["checkpoint"]
-        ctx.phase("iter_001/eval_dev", lambda: self.evaluate(ctx, student, dev, d1 / "eval_dev.jsonl", "dev"))
-        if heldout:
-            ctx.phase("iter_001/eval_heldout", lambda: self.evaluate(ctx, student, heldout, d1 / "eval_heldout.jsonl", task.heldout_split))
+        eval_phases(ctx, 1, dev, heldout, lambda examples, out, split: self.evaluate(ctx, student, examples, out, split))
         ctx.phase("iter_001/summary", lambda: self.funnel(ctx))
         ctx.show_iterations()
         return {"final_checkpoint": student}

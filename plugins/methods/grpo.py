@@ -40,6 +40,7 @@ from cotkit import (
     SamplingParams,
     SplitLimits,
     Status,
+    eval_phases,
     is_main_process,
     method_splits,
     option,
@@ -133,21 +134,16 @@ class Grpo(Method):
     def run(self, ctx: RunContext[GrpoConfig]) -> dict[str, Any]:
         """Evaluate the base model, train with GRPO, evaluate: every step a resumable phase."""
         cfg: GrpoConfig = ctx.options
-        task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg)
-        d0, d1 = ctx.iter_dir(0), ctx.iter_dir(1)
+        d1 = ctx.iter_dir(1)
         models = ModelSlot(ctx)
         try:
-            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, "base", dev, d0 / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase("iter_000/eval_heldout", lambda: self.evaluate(ctx, models, "base", heldout, d0 / "eval_heldout.jsonl", task.heldout_split))
+            eval_phases(ctx, 0, dev, heldout, lambda examples, out, split: self.evaluate(ctx, models, "base", examples, out, split))
             ctx.write_report()
             models.close()  # free the evaluator's memory before training
             trained = ctx.phase(PHASE, lambda: self.train(ctx, fit, d1), all_processes=True)
             model = trained["checkpoint"]
-            ctx.phase("iter_001/eval_dev", lambda: self.evaluate(ctx, models, model, dev, d1 / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase("iter_001/eval_heldout", lambda: self.evaluate(ctx, models, model, heldout, d1 / "eval_heldout.jsonl", task.heldout_split))
+            eval_phases(ctx, 1, dev, heldout, lambda examples, out, split: self.evaluate(ctx, models, model, examples, out, split))
             ctx.phase("iter_001/summary", lambda: self.funnel(ctx))
             ctx.show_iterations()
             ctx.write_report()

@@ -40,6 +40,7 @@ from cotkit import (
     SamplingParams,
     SFTConfig,
     SplitLimits,
+    eval_phases,
     fine_tune,
     greedy_accuracy,
     method_splits,
@@ -197,18 +198,12 @@ class Star(Method):
     def run(self, ctx: RunContext[StarConfig]) -> dict[str, Any]:
         """The STaR loop, top to bottom; every step is a resumable phase."""
         cfg: StarConfig = ctx.options
-        task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg)
         by_id = {e.id: e for e in fit}
         models = ModelSlot(ctx)
         base = "base"  # model references are "base" or a folder relative to the run directory
         try:
-            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, base, dev, ctx.iter_dir(0) / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase(
-                    "iter_000/eval_heldout",
-                    lambda: self.evaluate(ctx, models, base, heldout, ctx.iter_dir(0) / "eval_heldout.jsonl", task.heldout_split),
-                )
+            eval_phases(ctx, 0, dev, heldout, lambda examples, out, split: self.evaluate(ctx, models, base, examples, out, split))
             ctx.write_report()
             current = base
             for it in range(1, cfg.iterations + 1):
@@ -231,12 +226,8 @@ class Star(Method):
                     init = base if cfg.init == "base" else current
                     trained = ctx.phase(f"{name}/train", lambda: self.train(ctx, init, d, it), all_processes=True)
                 current = trained["checkpoint"]
-                ctx.phase(f"{name}/eval_dev", lambda: self.evaluate(ctx, models, current, dev, d / "eval_dev.jsonl", "dev"))
-                if heldout and it == cfg.iterations:
-                    ctx.phase(
-                        f"{name}/eval_heldout",
-                        lambda: self.evaluate(ctx, models, current, heldout, d / "eval_heldout.jsonl", task.heldout_split),
-                    )
+                final = heldout if it == cfg.iterations else []  # the held-out split scores only the final model
+                eval_phases(ctx, it, dev, final, lambda examples, out, split: self.evaluate(ctx, models, current, examples, out, split))
                 ctx.phase(f"{name}/summary", lambda: self.funnel(ctx, it))
                 if cfg.keep_checkpoints == "last":
                     prune_checkpoints(ctx, it, keep=current)

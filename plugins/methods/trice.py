@@ -45,6 +45,7 @@ from cotkit import (
     SFTConfig,
     SplitLimits,
     TrainExample,
+    eval_phases,
     fine_tune,
     method_splits,
     option,
@@ -310,13 +311,11 @@ class Trice(Method):
         cfg: TriceConfig = ctx.options
         task = ctx.task
         fit, dev, heldout = method_splits(ctx, cfg)
-        d0, d1 = ctx.iter_dir(0), ctx.iter_dir(1)
+        d1 = ctx.iter_dir(1)
         models = ModelSlot(ctx)
         base_view = TricePrompts(task, self.init_text(ctx, fit) or "")
         try:
-            ctx.phase("iter_000/eval_dev", lambda: self.evaluate(ctx, models, "base", base_view, dev, d0 / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase("iter_000/eval_heldout", lambda: self.evaluate(ctx, models, "base", base_view, heldout, d0 / "eval_heldout.jsonl", task.heldout_split))
+            eval_phases(ctx, 0, dev, heldout, lambda examples, out, split: self.evaluate(ctx, models, "base", base_view, examples, out, split))
             ctx.write_report()
             if cfg.estimator == "trice":
                 ctx.phase("iter_001/memory_init", lambda: self.init_memory(ctx, models, base_view, fit, d1))
@@ -324,9 +323,7 @@ class Trice(Method):
             trained = ctx.phase("iter_001/train", lambda: self.train(ctx, fit, dev, d1), all_processes=True)
             model = trained["checkpoint"]
             view = TricePrompts(task)
-            ctx.phase("iter_001/eval_dev", lambda: self.evaluate(ctx, models, model, view, dev, d1 / "eval_dev.jsonl", "dev"))
-            if heldout:
-                ctx.phase("iter_001/eval_heldout", lambda: self.evaluate(ctx, models, model, view, heldout, d1 / "eval_heldout.jsonl", task.heldout_split))
+            eval_phases(ctx, 1, dev, heldout, lambda examples, out, split: self.evaluate(ctx, models, model, view, examples, out, split))
             ctx.phase("iter_001/summary", lambda: self.funnel(ctx))
             ctx.show_iterations()
             ctx.write_report()
