@@ -403,3 +403,12 @@ def test_sample_decodes_a_checkpoint_with_thoughts_by_default_and_its_base_path_
     assert all("thoughts" not in r["meta"] for r in no_thoughts)
     refused = sample_cli(tiny_model, "--no-thoughts")
     assert refused.returncode == 2 and "--no-thoughts: backend hf" in refused.stderr
+
+
+def test_eval_of_a_checkpoint_records_each_completions_thoughts_in_its_row(thinking_checkpoint, data_dir, tmp_path):
+    out = tmp_path / "eval"
+    args = [sys.executable, "-m", "cotkit", "--data-dir", str(data_dir), "eval", "--task", "gsm8k", "--model", str(thinking_checkpoint)]
+    r = run_cli([*args, "--limit", "2", "--max-new-tokens", "4", "--style", "zeroshot", "--output-dir", str(out)])
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(1 <= len(row["meta"]["thoughts"]) <= 4 for row in rows)  # one thought per generated token

@@ -9,6 +9,7 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from cotkit.contracts import Backend, SamplingParams
+from cotkit.harness.stepsearch import prompt_key
 from cotkit.lmeval.bridge import CHAT_PREFIX
 
 
@@ -27,6 +28,8 @@ class CotkitLM(LM):
         self.seed = seed
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+        #: Each prompt's generations' meta beyond the text (a thinking backend's thoughts), by prompt key, in sample order.
+        self.generation_meta: dict[str, list[dict[str, Any]]] = {}
 
     def _params(self, kwargs: dict[str, Any], n: int) -> SamplingParams:
         kwargs = dict(kwargs)
@@ -59,9 +62,11 @@ class CotkitLM(LM):
         for (kwargs_key, n), items in by_shape.items():
             params = self._params(json.loads(kwargs_key), n)
             gens = self.backend.generate([_prompt(c) for c, _ in items], params, progress=self.progress and not disable_tqdm)
-            for (_, idxs), samples in zip(items, gens):
+            for (context, idxs), samples in zip(items, gens):
                 for i, g in zip(idxs, samples):
                     out[i] = g.text
+                if any(g.meta for g in samples):
+                    self.generation_meta[prompt_key(_prompt(context))] = [dict(g.meta) for g in samples]
         return out
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -156,6 +156,7 @@ def _evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: 
             searcher.scorer.close()
     if searcher is not None:
         _attach_traces(records, searcher)
+    _attach_meta(records, lm)
     elapsed = time.perf_counter() - started
     summary = summarize(task.full_name, results, records, settings)
     summary.update({"backend": backend.name, "model": backend.model_name, "seconds": round(elapsed, 2)})
@@ -186,6 +187,13 @@ def _attach_traces(records: list[dict[str, Any]], searcher: Any) -> None:
         beams = searcher.traces.get(rec["prompt"], [])
         for row, beam in zip(rec["completions"], beams):
             row["search"] = beam.to_dict(searcher.settings)
+
+
+def _attach_meta(records: list[dict[str, Any]], lm: Any) -> None:
+    """Keep what a backend said about each completion beyond its text (a Quiet-STaR checkpoint's thoughts) in its row's meta."""
+    for rec in records:
+        for row, meta in zip(rec["completions"], lm.generation_meta.get(rec["prompt"], [])):
+            row["meta"] = meta
 
 
 def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:
