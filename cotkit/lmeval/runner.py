@@ -154,9 +154,10 @@ def _evaluate(task: Task, backend: Backend, settings: EvalSettings, output_dir: 
         bridge.close_all()
         if searcher is not None:
             searcher.scorer.close()
-    if searcher is not None:
-        _attach_traces(records, searcher)
-    _attach_meta(records, lm)
+    if searcher is not None:  # each completion's beam: steps, step scores, beam score, why it ended
+        traces = {prompt: [beam.to_dict(searcher.settings) for beam in beams] for prompt, beams in searcher.traces.items()}
+        _attach(records, traces, "search")
+    _attach(records, lm.generation_meta, "meta")  # what a backend said beyond the text (a Quiet-STaR checkpoint's thoughts)
     elapsed = time.perf_counter() - started
     summary = summarize(task.full_name, results, records, settings)
     summary.update({"backend": backend.name, "model": backend.model_name, "seconds": round(elapsed, 2)})
@@ -181,19 +182,11 @@ def _beam_backend(task: Task, backend: Backend, settings: EvalSettings) -> Any:
     return BeamBackend(backend, scorer, settings.beam_settings(), example_of=lambda p: examples.get(prompt_key(p)))
 
 
-def _attach_traces(records: list[dict[str, Any]], searcher: Any) -> None:
-    """Record each completion's beam (steps, step scores, beam score, why it ended) in its row."""
+def _attach(records: list[dict[str, Any]], by_prompt: dict[str, list[Any]], field: str) -> None:
+    """Put the entries recorded for each prompt (one per sample, in sample order) into its completions' rows under `field`."""
     for rec in records:
-        beams = searcher.traces.get(rec["prompt"], [])
-        for row, beam in zip(rec["completions"], beams):
-            row["search"] = beam.to_dict(searcher.settings)
-
-
-def _attach_meta(records: list[dict[str, Any]], lm: Any) -> None:
-    """Keep what a backend said about each completion beyond its text (a Quiet-STaR checkpoint's thoughts) in its row's meta."""
-    for rec in records:
-        for row, meta in zip(rec["completions"], lm.generation_meta.get(rec["prompt"], [])):
-            row["meta"] = meta
+        for row, entry in zip(rec["completions"], by_prompt.get(rec["prompt"], [])):
+            row[field] = entry
 
 
 def _runtime_metadata(task: Task, settings: EvalSettings) -> dict[str, Any]:

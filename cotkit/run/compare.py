@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,6 @@ def summarize_run(path: Path) -> dict[str, Any]:
         "unparseable": {"count": final_ev.get("unparseable_count"), "n": n},
         "top_answer": {"answer": final_ev.get("top_answer"), "count": top_count, "n": n},
         "budget": _budget(state.phases),
-        "questions": sorted(final_verdicts) if final_verdicts is not None else None,
         "final_verdicts": final_verdicts,
     }
 
@@ -142,14 +142,15 @@ def check_comparable(runs: list[dict[str, Any]]) -> None:
                 f"cotkit compare: {run['path']} ran on {_task_label(run)} but {first['path']} on {_task_label(first)}: "
                 "compare runs of one task"
             )
-        if run["questions"] is None or first["questions"] is None:
-            missing = run["path"] if run["questions"] is None else first["path"]
+        questions, first_questions = run["final_verdicts"], first["final_verdicts"]
+        if questions is None or first_questions is None:
+            missing = run["path"] if questions is None else first["path"]
             raise ConfigError(f"cotkit compare: {missing} has no held-out verdicts file (eval_heldout.jsonl) to pair questions by")
-        if run["questions"] != first["questions"]:
-            common = len(set(run["questions"]) & set(first["questions"]))
+        if questions.keys() != first_questions.keys():
+            common = len(questions.keys() & first_questions.keys())
             raise ConfigError(
                 f"cotkit compare: {run['path']} was evaluated on other held-out questions than {first['path']} "
-                f"({len(run['questions'])} vs {len(first['questions'])}, {common} in common): use the same "
+                f"({len(questions)} vs {len(first_questions)}, {common} in common): use the same "
                 "--split-seed, --heldout-limit and task options"
             )
 
@@ -165,18 +166,18 @@ def compare_runs(paths: list[Path], against: Path | None = None) -> dict[str, An
     With `against` (one of the runs, added first if not among `paths`), every other run's final model
     is also tested against that run's final model on the same questions ("against" of each run).
     """
-    if against is not None and all(Path(p).resolve() != Path(against).resolve() for p in paths):
+    target = Path(against).resolve() if against is not None else None
+    if target is not None and all(Path(p).resolve() != target for p in paths):
         paths = [against, *paths]
     runs = [summarize_run(p) for p in paths]
     check_comparable(runs)
     reference = None
-    if against is not None:
-        reference = next(r for r in runs if Path(r["path"]).resolve() == Path(against).resolve())
+    if target is not None:
+        reference = next(r for r in runs if Path(r["path"]).resolve() == target)
         for run in runs:
             pair = reference["final_verdicts"], run["final_verdicts"]
             run["against"] = None if run is reference or None in pair else _paired_change(*pair)
     for run in runs:
-        run.pop("questions")
         run.pop("final_verdicts")
     return {
         "task": _task_label(runs[0]), "split": runs[0]["split"], "n": runs[0]["final"]["n"],
@@ -273,8 +274,6 @@ def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_ylim(0, 120)  # room above 100% for the legend
     ax.set_yticks(range(0, 101, 20))
-    import textwrap
-
     task = textwrap.fill(comparison["task"], width=int(10 * fig.get_figwidth()))  # task options can be long
     ax.set_title(f"{task}\nheld-out accuracy (n={comparison['n']}, 95% CI; p: McNemar)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
